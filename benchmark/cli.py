@@ -1,0 +1,205 @@
+"""`bench`: run | ls | table | cache.
+
+`bench run [overrides]` is a Hydra app (single runs, `-m` sweeps, `--cfg job`,
+`--help`, shell completion); the other commands are plain argparse.
+"""
+
+import argparse
+import json
+import logging
+import sys
+import traceback
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from benchmark import __version__
+from benchmark.errors import BenchError
+from benchmark.paths import config_dir, default_cache_dir
+
+log = logging.getLogger("benchmark")
+
+COMPONENT_GROUPS = ("dataset", "defense", "transform", "generator")
+LISTED_GROUPS = ("dataset", "defense", "transform", "generator", "metric", "encoder",
+                 "experiment")
+USAGE = f"""bench {__version__}: do protective perturbations survive real-world image transformations?
+
+usage:
+  bench run [OVERRIDES...]        run one job (Hydra app; `bench run --help` lists the config)
+  bench run -m KEY=A,B ...        sweep the Cartesian product of the overrides
+  bench ls [GROUP]                list datasets, defenses, transforms, generators, metrics, ...
+  bench table DIR... --metric M --pair P [--rows defense --cols transform --agg mean|std|ci
+                     --format csv|md|latex --output FILE]
+  bench cache info | clear [--stage STAGE...] [--yes]
+"""
+
+
+def _labels(hc) -> dict[str, str]:
+    """Component labels: the chosen config name plus any parameter overrides, e.g. jpeg(quality=50)."""
+    labels = {}
+    for group in COMPONENT_GROUPS:
+        choice = hc.runtime.choices.get(group)
+        params = [o.lstrip("+").split(".", 1)[1] for o in hc.overrides.task
+                  if o.lstrip("+").startswith(f"{group}.")]
+        labels[group] = f"{choice}({','.join(params)})" if params else str(choice)
+    return labels
+
+
+def _write_status(outdir: Path, status: str, error: str | None = None) -> None:
+    outdir.mkdir(parents=True, exist_ok=True)
+    (outdir / "status.json").write_text(json.dumps({"status": status, "error": error}) + "\n")
+
+
+@hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")
+def run_app(cfg: DictConfig) -> None:
+    from benchmark.results import format_summary, write_job
+    from benchmark.runner import Job
+
+    hc = HydraConfig.get()
+    outdir = Path(hc.runtime.output_dir)
+    multirun = hc.mode == RunMode.MULTIRUN
+    labels = _labels(hc)
+    if cfg.get("notice"):
+        log.warning(cfg.notice)
+    try:
+        _write_status(outdir, "running")
+        result = Job(cfg, labels).run()
+        summary = write_job(outdir, result, cfg)
+    except Exception as e:
+        message = str(e) if isinstance(e, BenchError) else traceback.format_exc()
+        _write_status(outdir, "failed", message)
+        if multirun:  # one failed job must not stop the sweep
+            log.error("job failed (%s): %s", outdir, message)
+            return
+        if isinstance(e, BenchError):
+            log.error(message)
+            sys.exit(1)
+        raise
+    _write_status(outdir, "done")
+    stages = ", ".join(f"{name} {s['computed']} computed / {s['cached']} cached "
+                       f"({s['seconds']:.1f}s)" for name, s in result.stats["stages"].items())
+    print(f"\n{labels['dataset']} x {labels['defense']} x {labels['transform']} x "
+          f"{labels['generator']}: {result.stats['images']} images, "
+          f"{result.stats['seconds']:.1f}s\n")
+    print(format_summary(summary))
+    print(f"\nstages: {stages or 'none'}")
+    if result.stats["unreadable"]:
+        print(f"unreadable images skipped: {len(result.stats['unreadable'])} (see stats.json)")
+    print(f"results: {outdir}/samples.csv, summary.csv, stats.json")
+    if cfg.get("notice"):
+        print(f"\nNOTE: {cfg.notice}")
+
+
+def _describe(path: Path) -> str:
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line.startswith("#") and not line.startswith("# @package"):
+            return line.lstrip("# ").strip()
+    return ""
+
+
+def cmd_ls(args: argparse.Namespace) -> None:
+    root = config_dir()
+    groups = [args.group] if args.group else LISTED_GROUPS
+    for group in groups:
+        folder = root / group
+        if not folder.is_dir():
+            raise BenchError(f"unknown group {group!r}; choose from {', '.join(LISTED_GROUPS)}")
+        print(group)
+        for path in sorted(folder.glob("*.yaml")):
+            print(f"  {path.stem:<22} {_describe(path)}")
+
+
+def cmd_table(args: argparse.Namespace) -> None:
+    from benchmark.results import load_samples, make_table
+
+    text = make_table(load_samples(args.dirs), args.rows, args.cols, args.metric, args.pair,
+                      args.agg, args.format)
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}")
+    else:
+        print(text, end="" if text.endswith("\n") else "\n")
+
+
+def cmd_cache(args: argparse.Namespace) -> None:
+    from benchmark.cache import ArtifactCache
+
+    cache = ArtifactCache(args.cache_dir or default_cache_dir())
+    info = cache.info()
+    if args.action == "info":
+        print(f"cache: {cache.root}")
+        if not info:
+            print("  (empty)")
+        for stage, s in info.items():
+            print(f"  {stage:<10} {s['entries']:>7} entries {s['bytes'] / 2**20:>10.1f} MiB")
+        total = sum(s["bytes"] for s in info.values())
+        print(f"  {'total':<10} {sum(s['entries'] for s in info.values()):>7} entries "
+              f"{total / 2**20:>10.1f} MiB")
+        return
+    stages = args.stage or list(info)
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise BenchError("bench cache clear: pass --yes to delete without a prompt")
+        answer = input(f"delete stages {stages} under {cache.root}? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing deleted")
+            return
+    print(f"removed {cache.clear(stages)} entries from {cache.root}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bench", description=USAGE,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    ls = sub.add_parser("ls", help="list the available components")
+    ls.add_argument("group", nargs="?")
+    ls.set_defaults(func=cmd_ls)
+    table = sub.add_parser("table", help="aggregate job or sweep directories into a table")
+    table.add_argument("dirs", nargs="+", help="job or sweep directories (searched recursively)")
+    table.add_argument("--rows", default="defense")
+    table.add_argument("--cols", default="transform")
+    table.add_argument("--metric", required=True)
+    table.add_argument("--pair", required=True)
+    table.add_argument("--agg", default="mean", help="mean | std (mean ± std) | ci (mean ± 95%% CI)")
+    table.add_argument("--format", default="md", help="csv | md | latex")
+    table.add_argument("--output", "-o")
+    table.set_defaults(func=cmd_table)
+    cache = sub.add_parser("cache", help="inspect or clear the artifact cache")
+    cache.add_argument("action", choices=["info", "clear"])
+    cache.add_argument("--stage", action="append", help="only this stage (repeatable)")
+    cache.add_argument("--cache-dir", help="default: $BENCH_CACHE or ~/.cache/bench")
+    cache.add_argument("--yes", action="store_true", help="clear without asking")
+    cache.set_defaults(func=cmd_cache)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return
+    if argv[0] == "--version":
+        print(f"bench {__version__}")
+        return
+    if argv[0] == "run":
+        sys.argv = ["bench"] + argv[1:]
+        run_app()
+        return
+    if any(a.startswith(("-sc", "--shell-completion")) for a in argv):
+        sys.argv = ["bench"] + argv  # Hydra's completion script calls the program itself
+        run_app()
+        return
+    args = _parser().parse_args(argv)
+    try:
+        args.func(args)
+    except BenchError as e:
+        print(f"bench {args.command}: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

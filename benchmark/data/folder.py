@@ -1,0 +1,26 @@
+"""Any directory of images: recursive, sorted by relative path, centre-cropped to a square."""
+
+from pathlib import Path
+
+from benchmark.data.base import IMAGE_EXTENSIONS, ImageDataset
+from benchmark.errors import BenchError
+
+
+class FolderDataset(ImageDataset):
+    name = "folder"
+
+    def __init__(self, root: str, resolution: int = 512, limit: int | None = None,
+                 extensions: list[str] | tuple[str, ...] = IMAGE_EXTENSIONS):
+        super().__init__(resolution, limit)
+        self.root = Path(root).expanduser()
+        if not self.root.is_dir():
+            raise BenchError(f"dataset.root={root!r}: not a directory (set dataset.root=/path/to/images)")
+        exts = {e.lower() for e in extensions}
+        paths = sorted(p for p in self.root.rglob("*") if p.is_file() and p.suffix.lower() in exts)
+        if not paths:
+            raise BenchError(f"dataset.root={root!r}: no image files with extensions {sorted(exts)}")
+        self._finish(paths)
+
+    def image_id(self, path: Path) -> str:
+        # Relative path without suffix, so that a/001.png and b/001.png stay distinct.
+        return path.relative_to(self.root).with_suffix("").as_posix()

@@ -1,0 +1,36 @@
+"""Defense contract: `protect(x, seeds) -> x_adv`, images NCHW float in [0, 1].
+
+Budgets are in pixel units out of 255 (`eps: 8` is 8/255). The runner rounds
+the output to 8 bits (what a published file holds) before anything else sees it.
+"""
+
+from collections.abc import Sequence
+
+import torch
+
+from benchmark.errors import check
+
+
+class Defense:
+    name = "defense"
+    version = "1"  # bump when the algorithm changes: it is part of every cache key
+    is_identity = False
+
+    def protect(self, x: torch.Tensor, seeds: Sequence[int]) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class NoDefense(Defense):
+    """No protection: x_adv = x. The reference row of every table."""
+
+    name = "none"
+    is_identity = True
+
+    def protect(self, x: torch.Tensor, seeds: Sequence[int]) -> torch.Tensor:
+        return x
+
+
+def check_budget(component: str, eps: float) -> float:
+    check(component, "eps", eps, isinstance(eps, (int, float)) and 0 <= eps <= 255,
+          "a budget in pixel units out of 255, 0 <= eps <= 255")
+    return eps / 255

@@ -1,0 +1,39 @@
+"""Errors that reach the user as one clear message, without a traceback wall."""
+
+
+class BenchError(Exception):
+    """An error whose message tells the user what is wrong and what to do."""
+
+
+class ConfigValueError(BenchError, ValueError):
+    """A component parameter outside its allowed range, raised before any compute."""
+
+    def __init__(self, component: str, key: str, value, expected: str):
+        self.component, self.key, self.value, self.expected = component, key, value, expected
+        super().__init__(f"{component}: {key}={value!r} is invalid; expected {expected}")
+
+
+class MissingModelError(BenchError):
+    """Pretrained weights that are neither in the local cache nor at a local path."""
+
+    def __init__(self, model_id: str, cache_dir: str, detail: str = ""):
+        self.model_id = model_id
+        super().__init__(
+            f"model '{model_id}' is not available locally (looked in {cache_dir}).\n"
+            f"Provide it in one of three ways:\n"
+            f"  1. download it where there is internet access: `hf download {model_id}`,\n"
+            f"  2. point HF_HOME at a Hugging Face cache that already holds it,\n"
+            f"  3. set the config's model key to a local directory, e.g. model=/data/models/sd15."
+            + (f"\n({detail})" if detail else "")
+        )
+
+
+class UnreadableImageError(BenchError):
+    def __init__(self, path, reason: str):
+        self.path = str(path)
+        super().__init__(f"cannot read image {path}: {reason}")
+
+
+def check(component: str, key: str, value, ok: bool, expected: str) -> None:
+    if not ok:
+        raise ConfigValueError(component, key, value, expected)

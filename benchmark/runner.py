@@ -1,0 +1,288 @@
+"""One job: one point of the Cartesian product dataset x defense x transform x generator.
+
+For each batch of clean images x the runner makes the images the requested
+pairs need (each stage output read from the content-addressed cache or
+computed, rounded to 8 bits and stored), then scores every metric on every pair:
+
+    x_adv = release(defense.protect(x))        x_t  = T(x_adv)      x_tx = T(x)
+    g_x = G(x)   g_adv = G(x_adv)   g_t = G(x_t)   g_tx = G(x_tx)
+
+Seeds derive from (global seed, clean image identity, stage), so T(x) and
+T(x_adv) share randomness, and so do all generations of one subject.
+"""
+
+import logging
+import math
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+from benchmark.build import build
+from benchmark.cache import ArtifactCache, cache_key
+from benchmark.errors import BenchError, UnreadableImageError
+from benchmark.images import content_key, derive_seed, release
+from benchmark.models import resolve_device
+
+log = logging.getLogger(__name__)
+
+PAIRS = {
+    "fidelity": ("x_t", "x"),
+    "edit": ("g_t", "g_x"),
+    "protection": ("g_adv", "g_x"),
+    "control": ("g_tx", "g_x"),
+    "invisibility": ("x_adv", "x"),
+}
+RECIPES = {  # image -> (stage that makes it, the image it is made from)
+    "x_adv": ("protect", "x"),
+    "x_t": ("transform", "x_adv"),
+    "x_tx": ("transform", "x"),
+    "g_x": ("generate", "x"),
+    "g_adv": ("generate", "x_adv"),
+    "g_t": ("generate", "x_t"),
+    "g_tx": ("generate", "x_tx"),
+}
+STAGE_COMPONENT = {"protect": "defense", "transform": "transform", "generate": "generator"}
+ROW_COLUMNS = ["dataset", "image_id", "defense", "transform", "generator", "seed", "pair",
+               "metric", "value", "n"]
+
+
+@dataclass
+class StageStats:
+    computed: int = 0
+    cached: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class JobResult:
+    rows: list[dict]
+    stats: dict
+    labels: dict
+
+
+def _needed_images(pairs: list[str]) -> list[str]:
+    """Every image the pairs need, dependencies first."""
+    order: list[str] = []
+
+    def visit(name: str) -> None:
+        if name in order or name == "x":
+            return
+        visit(RECIPES[name][1])
+        order.append(name)
+
+    for pair in pairs:
+        for name in PAIRS[pair]:
+            visit(name)
+    return order
+
+
+@dataclass
+class _Batch:
+    ids: list[str]
+    images: dict[str, torch.Tensor] = field(default_factory=dict)
+    keys: dict[str, list[str]] = field(default_factory=dict)
+
+
+class Job:
+    def __init__(self, cfg: DictConfig, labels: dict[str, str] | None = None):
+        self.cfg = cfg
+        self.pairs = list(cfg.pairs)
+        unknown = [p for p in self.pairs if p not in PAIRS]
+        if unknown or not self.pairs:
+            raise BenchError(f"pairs={self.pairs}: unknown or empty; choose from {list(PAIRS)}")
+        self.seed = int(cfg.seed)
+        self.batch_size = int(cfg.batch_size)
+        if self.batch_size < 1:
+            raise BenchError(f"batch_size={self.batch_size}: expected an integer >= 1")
+        self.device = resolve_device(cfg.device)
+        self.strict = bool(cfg.get("strict", False))
+        self.progress = bool(cfg.get("progress", True))
+        self.cache = ArtifactCache(cfg.cache_dir)
+        # Cheap components first, so that a bad value stops the job before any model loads.
+        self.dataset = build(cfg.dataset, "dataset")
+        self.transform = build(cfg.transform, "transform")
+        self.generator = build(cfg.generator, "generator")
+        self.defense = build(cfg.defense, "defense")
+        self.metrics = {name: build(mcfg, f"metric.{name}") for name, mcfg in cfg.metric.items()}
+        for name, metric in self.metrics.items():
+            metric.name = name
+            if metric.relative_to and metric.relative_to not in PAIRS:
+                raise BenchError(f"metric.{name}: relative_to={metric.relative_to!r} is not a pair")
+        self.components = {"protect": self.defense, "transform": self.transform,
+                           "generate": self.generator}
+        self.configs = {stage: OmegaConf.to_container(cfg[group], resolve=True)
+                        for stage, group in STAGE_COMPONENT.items()}
+        self.labels = {"dataset": type(self.dataset).name, "defense": self.defense.name,
+                       "transform": self.transform.name, "generator": self.generator.name,
+                       **(labels or {})}
+        self.stats: dict[str, StageStats] = defaultdict(StageStats)
+        self.unreadable: list[str] = []
+        self._bars: dict[str, tqdm] = {}
+
+    # -- stages ---------------------------------------------------------------------------------
+
+    def _bar(self, stage: str, total: int) -> tqdm:
+        if stage not in self._bars:
+            self._bars[stage] = tqdm(total=total, desc=f"{stage:<9}", unit="img", leave=True,
+                                     disable=not self.progress, dynamic_ncols=True)
+        return self._bars[stage]
+
+    def _run_stage(self, stage: str, inputs: torch.Tensor, input_keys: list[str],
+                   clean_keys: list[str]) -> tuple[torch.Tensor, list[str]]:
+        component = self.components[stage]
+        if component.is_identity:
+            return inputs, input_keys
+        seeds = [derive_seed(self.seed, k, stage) for k in clean_keys]
+        keys = [cache_key(stage, self.configs[stage], component.version, [k], s)
+                for k, s in zip(input_keys, seeds)]
+        start = time.perf_counter()
+        outputs = [self.cache.load_image(stage, k) for k in keys]
+        missing = [i for i, out in enumerate(outputs) if out is None]
+        if missing:
+            x = inputs[missing].to(self.device)
+            miss_seeds = [seeds[i] for i in missing]
+            if stage == "protect":
+                y = component.protect(x, miss_seeds)
+            elif stage == "transform":
+                y = component(x, miss_seeds)
+            else:
+                y = component.edit(x, miss_seeds)
+            y = release(y.detach()).cpu()
+            for j, i in enumerate(missing):
+                self.cache.save_image(stage, keys[i], y[j], {
+                    "config": self.configs[stage], "version": component.version,
+                    "inputs": [input_keys[i]], "seed": seeds[i]})
+                outputs[i] = y[j]
+        stats = self.stats[stage]
+        stats.computed += len(missing)
+        stats.cached += len(keys) - len(missing)
+        stats.seconds += time.perf_counter() - start
+        return torch.stack(outputs), keys
+
+    def _embed(self, metric, images: torch.Tensor, keys: list[str]) -> torch.Tensor:
+        version = getattr(metric.embedder, "version", "1")
+        ekeys = [cache_key("embed", metric.embedder_config, version, [k], None) for k in keys]
+        start = time.perf_counter()
+        arrays = [self.cache.load_array("embed", k) for k in ekeys]
+        missing = [i for i, a in enumerate(arrays) if a is None]
+        if missing:
+            with torch.no_grad():
+                feats = metric.embedder(images[missing].to(self.device)).float().cpu().numpy()
+            for j, i in enumerate(missing):
+                self.cache.save_array("embed", ekeys[i], feats[j], {
+                    "config": metric.embedder_config, "version": version, "inputs": [keys[i]]})
+                arrays[i] = feats[j]
+        stats = self.stats["embed"]
+        stats.computed += len(missing)
+        stats.cached += len(ekeys) - len(missing)
+        stats.seconds += time.perf_counter() - start
+        return torch.from_numpy(np.stack(arrays))
+
+    # -- the job --------------------------------------------------------------------------------
+
+    def _batches(self):
+        ids, xs = [], []
+        for index in range(len(self.dataset)):
+            try:
+                sample = self.dataset.load(index)
+            except UnreadableImageError as e:
+                if self.strict:
+                    raise
+                log.warning("skipping %s (strict=false)", e)
+                self.unreadable.append(e.path)
+                continue
+            ids.append(sample.image_id)
+            xs.append(sample.x)
+            if len(ids) == self.batch_size:
+                yield ids, torch.stack(xs)
+                ids, xs = [], []
+        if ids:
+            yield ids, torch.stack(xs)
+
+    def run(self) -> JobResult:
+        start = time.perf_counter()
+        metric_pairs = list(self.pairs)
+        for metric in self.metrics.values():
+            if metric.relative_to and metric.relative_to not in metric_pairs:
+                metric_pairs.append(metric.relative_to)
+        needed = _needed_images(metric_pairs)
+        per_stage = defaultdict(int)
+        for name in needed:
+            per_stage[RECIPES[name][0]] += 1
+        n_images = len(self.dataset)
+        for stage, count in per_stage.items():
+            if not self.components[stage].is_identity:
+                self._bar(stage, count * n_images)
+
+        per_sample: dict[tuple[str, str], list[torch.Tensor]] = defaultdict(list)
+        set_inputs: dict[tuple[str, str], tuple[list, list]] = defaultdict(lambda: ([], []))
+        image_ids: list[str] = []
+        for ids, x in self._batches():
+            batch = _Batch(ids, {"x": x}, {"x": [content_key(xi) for xi in x]})
+            image_ids += ids
+            for name in needed:
+                stage, source = RECIPES[name]
+                batch.images[name], batch.keys[name] = self._run_stage(
+                    stage, batch.images[source], batch.keys[source], batch.keys["x"])
+                if stage in self._bars:
+                    self._bars[stage].update(len(ids))
+            for metric_name, metric in self.metrics.items():
+                for pair in metric_pairs:
+                    a_name, b_name = PAIRS[pair]
+                    a, b = batch.images[a_name], batch.images[b_name]
+                    if metric.embedder is not None:
+                        a = self._embed(metric, a, batch.keys[a_name])
+                        b = self._embed(metric, b, batch.keys[b_name])
+                    if metric.set_level:
+                        set_inputs[(metric_name, pair)][0].append(a)
+                        set_inputs[(metric_name, pair)][1].append(b)
+                    else:
+                        per_sample[(metric_name, pair)].append(metric.update(a, b).double().cpu())
+        for bar in self._bars.values():
+            bar.close()
+        if not image_ids:
+            raise BenchError(f"dataset: no readable images ({len(self.unreadable)} unreadable)")
+
+        rows = []
+        base = {k: self.labels[k] for k in ("dataset", "defense", "transform", "generator")}
+        for metric_name, metric in self.metrics.items():
+            for pair in self.pairs:
+                if metric.relative_to == pair:
+                    continue  # identically 1
+                if metric.set_level:
+                    a, b = set_inputs[(metric_name, pair)]
+                    metric.reset()
+                    metric.update(torch.cat(a), torch.cat(b))
+                    value = metric.compute()
+                    if value is not None:
+                        rows.append({**base, "image_id": "*", "seed": self.seed, "pair": pair,
+                                     "metric": metric_name, "value": value, "n": len(image_ids)})
+                    continue
+                values = torch.cat(per_sample[(metric_name, pair)])
+                if metric.relative_to:
+                    denominator = torch.cat(per_sample[(metric_name, metric.relative_to)])
+                    values = torch.where(denominator > 0, values / denominator, math.nan)
+                dropped = 0
+                for image_id, value in zip(image_ids, values.tolist()):
+                    if math.isnan(value):
+                        dropped += 1
+                        continue
+                    rows.append({**base, "image_id": image_id, "seed": self.seed, "pair": pair,
+                                 "metric": metric_name, "value": value, "n": 1})
+                if dropped:
+                    log.warning("%s on pair %s: unavailable for %d image(s) (its reference "
+                                "pair %s is zero: the defense does not move the encoder)",
+                                metric_name, pair, dropped, metric.relative_to)
+        stats = {
+            "stages": {stage: asdict(s) for stage, s in self.stats.items()},
+            "images": len(image_ids),
+            "unreadable": self.unreadable,
+            "seconds": time.perf_counter() - start,
+            "device": str(self.device),
+        }
+        return JobResult(rows, stats, self.labels)
