@@ -44,7 +44,7 @@ def cache_key(stage: str, config: dict, version: str, inputs: list[str], seed: i
 
 
 class ArtifactCache:
-    IMAGE, ARRAY = ".png", ".npy"
+    IMAGE, ARRAY, RECORD = ".png", ".npy", ".record.json"
 
     def __init__(self, root: str | Path):
         self.root = Path(root).expanduser()
@@ -93,6 +93,15 @@ class ArtifactCache:
         except (OSError, ValueError):
             return None
 
+    def save_json(self, stage: str, key: str, payload, meta: dict) -> None:
+        self._write(stage, key, self.RECORD, json.dumps(payload, default=str).encode(), meta)
+
+    def load_json(self, stage: str, key: str):
+        try:
+            return json.loads(self.path(stage, key, self.RECORD).read_text())
+        except (OSError, ValueError):
+            return None
+
     def info(self) -> dict[str, dict[str, int]]:
         """Per stage: number of entries and bytes on disk."""
         out = {}
@@ -103,7 +112,7 @@ class ArtifactCache:
             for f in stage_dir.rglob("*"):
                 if f.is_file():
                     size += f.stat().st_size
-                    entries += f.suffix in (self.IMAGE, self.ARRAY)
+                    entries += f.name.endswith((self.IMAGE, self.ARRAY, self.RECORD))
             out[stage_dir.name] = {"entries": entries, "bytes": size}
         return out
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
-from scipy import stats as scipy_stats
+from scipy.special import stdtrit
 
 from benchmark.errors import BenchError
 from benchmark.runner import ROW_COLUMNS, JobResult
@@ -26,7 +26,7 @@ AGGREGATES = ("mean", "std", "ci")
 def _ci_halfwidth(std: float, n: int) -> float:
     if n < 2 or not math.isfinite(std):
         return math.nan
-    return float(scipy_stats.t.ppf(0.975, n - 1) * std / math.sqrt(n))
+    return float(stdtrit(n - 1, 0.975) * std / math.sqrt(n))
 
 
 def summarize(samples: pd.DataFrame) -> pd.DataFrame:

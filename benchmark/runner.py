@@ -11,6 +11,7 @@ Seeds derive from (global seed, clean image identity, stage), so T(x) and
 T(x_adv) share randomness, and so do all generations of one subject.
 """
 
+import json
 import logging
 import math
 import time
@@ -204,7 +205,37 @@ class Job:
         if ids:
             yield ids, torch.stack(xs)
 
+    def job_key(self) -> str:
+        """Identity of the whole job: configs, versions and the dataset files' stat."""
+        cfg = OmegaConf.to_container(self.cfg, resolve=True)
+        semantic = {k: cfg[k] for k in ("dataset", "defense", "transform", "generator", "metric",
+                                        "pairs", "seed", "strict")}
+        versions = {stage: c.version for stage, c in self.components.items()}
+        versions.update({f"metric.{n}": m.version for n, m in self.metrics.items()})
+        files = []
+        for p in self.dataset.paths:
+            st = p.stat()
+            files.append([str(p), st.st_size, st.st_mtime_ns])
+        return cache_key("job", semantic, json.dumps(versions, sort_keys=True),
+                         [json.dumps(files), json.dumps(self.labels, sort_keys=True)], self.seed)
+
     def run(self) -> JobResult:
+        """Serve a finished identical job from the cache, else compute it and record it."""
+        start = time.perf_counter()
+        key = self.job_key()
+        record = self.cache.load_json("job", key)
+        if record is not None:
+            stats = {**record["stats"], "stages": {"job": asdict(StageStats(cached=1))},
+                     "seconds": time.perf_counter() - start, "original_run": record["stats"]}
+            return JobResult(record["rows"], stats, self.labels)
+        result = self._compute()
+        stages = result.stats["stages"]
+        stages["job"] = asdict(StageStats(computed=1, seconds=result.stats["seconds"]))
+        self.cache.save_json("job", key, {"rows": result.rows, "stats": result.stats},
+                             {"config": OmegaConf.to_container(self.cfg, resolve=True)})
+        return result
+
+    def _compute(self) -> JobResult:
         start = time.perf_counter()
         metric_pairs = list(self.pairs)
         for metric in self.metrics.values():

@@ -8,7 +8,6 @@ and averaged over the three RGB channels (scikit-image's `channel_axis`).
 
 import numpy as np
 import torch
-from skimage.metrics import structural_similarity
 
 from benchmark.metrics.base import Metric
 
@@ -35,6 +34,8 @@ class SSIM(Metric):
         )
 
     def update(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        from skimage.metrics import structural_similarity
+
         values = [
             structural_similarity(ai.permute(1, 2, 0).double().cpu().numpy(),
                                   bi.permute(1, 2, 0).double().cpu().numpy(),

