@@ -7,6 +7,7 @@
 import argparse
 import json
 import logging
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -56,7 +57,7 @@ def _write_status(outdir: Path, status: str, error: str | None = None) -> None:
 @hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")
 def run_app(cfg: DictConfig) -> None:
     from benchmark.results import format_summary, write_job
-    from benchmark.runner import Job
+    from benchmark.runner import PAIR_MEANINGS, Job
 
     hc = HydraConfig.get()
     outdir = Path(hc.runtime.output_dir)
@@ -85,6 +86,7 @@ def run_app(cfg: DictConfig) -> None:
           f"{labels['generator']}: {result.stats['images']} images, "
           f"{result.stats['seconds']:.1f}s\n")
     print(format_summary(summary))
+    print("\npairs: " + "\n       ".join(f"{p:<12} {PAIR_MEANINGS[p]}" for p in cfg.pairs))
     print(f"\nstages: {stages or 'none'}")
     if result.stats["unreadable"]:
         print(f"unreadable images skipped: {len(result.stats['unreadable'])} (see stats.json)")
@@ -190,7 +192,15 @@ def main(argv: list[str] | None = None) -> None:
         run_app()
         return
     if any(a.startswith(("-sc", "--shell-completion")) for a in argv):
-        sys.argv = ["bench"] + argv  # Hydra's completion script calls the program itself
+        # Hydra's completion script calls `bench -sc query=bash` with the line typed so far;
+        # drop the `run` word so that Hydra sees `bench <overrides>`.
+        line = os.environ.get("COMP_LINE", "")
+        words = line.split(" ", 2)
+        if len(words) >= 2 and words[1] == "run":
+            os.environ["COMP_LINE"] = " ".join([words[0], *words[2:]])
+            point = int(os.environ.get("COMP_POINT", len(line)))
+            os.environ["COMP_POINT"] = str(max(0, point - 4))
+        sys.argv = ["bench"] + argv
         run_app()
         return
     args = _parser().parse_args(argv)

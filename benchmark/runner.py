@@ -31,6 +31,13 @@ from benchmark.models import resolve_device
 
 log = logging.getLogger(__name__)
 
+PAIR_MEANINGS = {
+    "fidelity": "T(x_adv) vs x: how close the transformed protected image is to the clean one",
+    "edit": "G(T(x_adv)) vs G(x): high similarity = the protection failed after T",
+    "protection": "G(x_adv) vs G(x): the protection itself, no transformation",
+    "control": "G(T(x)) vs G(x): what T alone does to the edit",
+    "invisibility": "x_adv vs x: the defense's cost in image quality",
+}
 PAIRS = {
     "fidelity": ("x_t", "x"),
     "edit": ("g_t", "g_x"),
