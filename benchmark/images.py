@@ -36,12 +36,38 @@ def from_pil(img: Image.Image) -> torch.Tensor:
     return from_uint8(np.asarray(img.convert("RGB")))
 
 
+# Modes whose samples are wider than 8 bits: Pillow's convert("RGB") clips them at 255
+# instead of scaling, which would turn a 16-bit greyscale photo almost white.
+WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Any Pillow mode as 8-bit RGB: wide integers scaled, transparency composited on white.
+
+    16-bit greyscale (mode I;16, or I as some decoders give it) is scaled by 255/65535
+    with rounding; 16-bit colour PNGs arrive from Pillow already reduced to 8-bit RGB(A).
+    Transparent pixels show the white background they would show on a web page.
+    """
+    if img.mode in WIDE_MODES:
+        wide = np.asarray(img).astype(np.float64)
+        img = Image.fromarray(np.clip(np.round(wide / 257), 0, 255).astype(np.uint8), mode="L")
+    if "A" in img.getbands() or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
 def read_image(path: str | Path) -> Image.Image:
-    """Read a file as an RGB Pillow image with its EXIF orientation applied."""
+    """Read a file as an 8-bit RGB Pillow image with its EXIF orientation applied.
+
+    Greyscale, palette, CMYK, 16-bit and transparent images are converted (see _to_rgb);
+    any width and height are kept (datasets crop and resize afterwards).
+    """
     try:
         with Image.open(path) as img:
             img.load()
-            return ImageOps.exif_transpose(img).convert("RGB")
+            return _to_rgb(ImageOps.exif_transpose(img))
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise UnreadableImageError(path, str(e)) from e
 
