@@ -1,4 +1,11 @@
-"""Loading of pretrained networks: each model is loaded once per process and shared."""
+"""Loading of pretrained networks: each model is loaded once per process and shared.
+
+benchmark.models.hub        where weights come from (HF cache, local folders), `bench weights`
+benchmark.models.diffusion  Stable Diffusion components: load_sd_components(model, dtype, device)
+benchmark.models.tiny       tiny random SD models (`tiny/sd`, ...) for tests and plumbing
+benchmark.models.encoders   image encoders that defenses attack and metrics read
+benchmark.models.faces      dlib face detection (boxes for masks and crops)
+"""
 
 from collections.abc import Callable
 from typing import Any
@@ -6,6 +13,7 @@ from typing import Any
 import torch
 
 _LOADED: dict[tuple, Any] = {}
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

@@ -11,33 +11,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from benchmark.errors import MissingModelError
-from benchmark.models import resolve_device, shared
-
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-def hub_cache_dir() -> str:
-    from huggingface_hub.constants import HF_HUB_CACHE
-
-    return HF_HUB_CACHE
-
-
-def require_local(model: str, probe_file: str) -> None:
-    """Fail early, without loading, when `model` is neither a local directory nor cached."""
-    if Path(model).expanduser().is_dir():
-        return
-    from huggingface_hub import try_to_load_from_cache
-
-    if not isinstance(try_to_load_from_cache(model, probe_file), str):
-        raise MissingModelError(model, hub_cache_dir())
-
-
-def _frozen(module: nn.Module) -> nn.Module:
-    module.eval()
-    for p in module.parameters():
-        p.requires_grad_(False)
-    return module
+from benchmark.errors import MissingModelError, check
+from benchmark.models import DTYPES, resolve_device, shared
+from benchmark.models.diffusion import frozen as _frozen
+from benchmark.models.diffusion import load_vae
+from benchmark.models.hub import hub_cache_dir, require_local  # noqa: F401 (public here too)
 
 
 class InceptionEncoder(nn.Module):
@@ -81,11 +59,16 @@ class InceptionEncoder(nn.Module):
 
 
 class SDVaeEncoder(nn.Module):
-    """Stable Diffusion VAE encoder: the mean of the latent distribution (as PhotoGuard uses)."""
+    """Stable Diffusion VAE encoder: the mean of the latent distribution (as PhotoGuard uses).
+
+    The VAE module is the one `benchmark.models.diffusion.load_vae` shares, so a
+    generator editing with the same model and dtype holds the same object.
+    """
 
     def __init__(self, model: str = "stable-diffusion-v1-5/stable-diffusion-v1-5",
                  subfolder: str | None = "vae", dtype: str = "fp32", device: str = "auto"):
         super().__init__()
+        check("sd_vae", "dtype", dtype, dtype in DTYPES, f"one of {sorted(DTYPES)}")
         self.device = resolve_device(device)
         self.dtype = DTYPES[dtype]
         self.model, self.subfolder, self.dtype_name = model, subfolder, dtype
@@ -94,18 +77,7 @@ class SDVaeEncoder(nn.Module):
     @property
     def vae(self) -> nn.Module:
         """Loaded on first use, so that a job served from the cache loads no model."""
-        key = ("sd-vae", self.model, self.subfolder, self.dtype_name, str(self.device))
-        return shared(key, self._load)
-
-    def _load(self) -> nn.Module:
-        from diffusers import AutoencoderKL
-
-        try:
-            vae = AutoencoderKL.from_pretrained(self.model, subfolder=self.subfolder,
-                                                torch_dtype=self.dtype, local_files_only=True)
-        except (OSError, ValueError) as e:
-            raise MissingModelError(self.model, hub_cache_dir(), type(e).__name__) from None
-        return _frozen(vae.to(self.device))
+        return load_vae(self.model, self.dtype_name, self.device, self.subfolder)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device, self.dtype) * 2 - 1

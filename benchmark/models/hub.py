@@ -1,0 +1,221 @@
+"""Where pretrained weights come from: local directories, the Hugging Face cache, `bench weights`.
+
+Models are named by Hugging Face id (`stable-diffusion-v1-5/stable-diffusion-v1-5`),
+by local directory (`/data/sd15`), or as a built-in tiny random model (`tiny/sd`,
+see benchmark/models/tiny.py). Loading never touches the network: only
+`bench weights pull` downloads. Offline and missing, a model raises one
+MissingModelError naming the id, the cache directory and the three ways to
+provide it.
+
+Safe loading only: diffusers and transformers read `.safetensors` where a
+folder offers them and otherwise `torch.load(weights_only=True)`; `pull` fetches
+safetensors where a repository offers them, and never pickled single-file
+checkpoints (`.ckpt`, `.pt`); `load_checkpoint` applies the same rule to other files.
+"""
+
+import fnmatch
+import os
+from collections import defaultdict
+from pathlib import Path, PurePosixPath
+
+import torch
+
+from benchmark.errors import BenchError, MissingModelError
+from benchmark.models.tiny import NOTICE, check_tiny, is_tiny
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth", ".msgpack", ".h5", ".onnx",
+                   ".onnx_data", ".pb", ".tflite", ".ot", ".gguf")
+KEPT_SUFFIXES = (".json", ".txt", ".model", ".tiktoken")  # configs, vocabularies
+VARIANT_MARKS = (".fp16.", ".bf16.", ".non_ema.", ".ema.", ".flax.")
+SKIPPED_FOLDERS = ("safety_checker",)  # never used: edits are scored, not filtered
+SD_SUBFOLDERS = ("vae", "unet", "text_encoder", "tokenizer", "scheduler")
+WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "model.safetensors",
+                "diffusion_pytorch_model.safetensors.index.json", "model.safetensors.index.json",
+                "diffusion_pytorch_model.bin", "pytorch_model.bin",
+                "diffusion_pytorch_model.bin.index.json", "pytorch_model.bin.index.json")
+
+
+def hub_cache_dir() -> str:
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    return HF_HUB_CACHE
+
+
+def is_path(model: str) -> bool:
+    return str(model).startswith(("/", "./", "../", "~")) or Path(model).expanduser().is_dir()
+
+
+def cached_file(model: str, filename: str) -> str | None:
+    """The path of `filename` of repository `model` in the local HF cache, or None."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(model, filename)
+    return found if isinstance(found, str) else None
+
+
+def require_local(model: str, probe_file: str) -> None:
+    """Fail early, without loading, when `model` is neither a local directory nor cached."""
+    if is_tiny(model):
+        check_tiny(model)
+        return
+    if is_path(model):
+        path = Path(model).expanduser()
+        if not (path / probe_file).is_file():
+            raise MissingModelError(model, str(path), f"{probe_file} not found in that directory")
+        return
+    if cached_file(model, probe_file) is None:
+        raise MissingModelError(model, hub_cache_dir())
+
+
+def require_parts(model: str, parts: tuple[str, ...] = SD_SUBFOLDERS) -> None:
+    """Fail early when any config of a diffusers layout (vae, unet, ...) is absent."""
+    probes = {"tokenizer": "tokenizer/vocab.json", "scheduler": "scheduler/scheduler_config.json"}
+    missing = []
+    for part in parts:
+        try:
+            require_local(model, probes.get(part, f"{part}/config.json"))
+        except MissingModelError:
+            missing.append(part)
+    if missing:
+        where = str(Path(model).expanduser()) if is_path(model) else hub_cache_dir()
+        detail = "" if len(missing) == len(parts) else f"missing parts: {', '.join(missing)}"
+        raise MissingModelError(model, where, detail)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """A state dict from a file: safetensors, else torch.load(weights_only=True) (no pickled code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingModelError(str(path), str(path.parent), "no such file")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling refusal
+        raise BenchError(f"refusing to load {path}: it is not a plain tensor checkpoint "
+                         f"(torch.load weights_only=True failed: {type(e).__name__}). Convert it "
+                         f"to safetensors where you trust its origin.") from None
+
+
+# -- bench weights pull ---------------------------------------------------------------------------
+
+
+def _is_variant(name: str) -> bool:
+    return any(mark in f".{name}" for mark in VARIANT_MARKS)
+
+
+def select_files(files: list[str], everything: bool = False) -> list[str]:
+    """The files of a repository that loading needs, safetensors preferred.
+
+    Keeps configs and vocabularies; per folder, the non-variant `.safetensors`
+    weights, else the non-variant `.bin` ones (loaded with weights_only=True).
+    Skips pickled single-file checkpoints (`.ckpt`, `.pt`, ...), other frameworks'
+    weights, fp16/EMA variants, and, in a diffusers layout (model_index.json), the
+    single-file checkpoints at the top level and the safety checker.
+    """
+    if everything:
+        return sorted(files)
+    diffusers_layout = "model_index.json" in files
+    keep, weights = [], defaultdict(list)
+    for name in files:
+        path = PurePosixPath(name)
+        folder = str(path.parent)
+        if diffusers_layout and path.parts[0] in SKIPPED_FOLDERS:
+            continue
+        if name.endswith(WEIGHT_SUFFIXES):
+            if not (diffusers_layout and folder == "."):
+                weights[folder].append(name)
+        elif name.endswith(KEPT_SUFFIXES):
+            keep.append(name)
+    for names in weights.values():
+        plain = [n for n in names if not _is_variant(PurePosixPath(n).name)]
+        safe = [n for n in plain if n.endswith(".safetensors")]
+        keep += safe or [n for n in plain if n.endswith(".bin")]
+    return sorted(keep)
+
+
+def pull(model: str, everything: bool = False) -> str:
+    """Download `model` into the HF cache (the only network access of bench); its local path."""
+    if is_tiny(model) or is_path(model):
+        raise BenchError(f"{model!r} is {'built in' if is_tiny(model) else 'a local path'}; "
+                         f"nothing to download")
+    from huggingface_hub import HfApi, snapshot_download
+    from huggingface_hub.constants import HF_HUB_OFFLINE
+
+    if HF_HUB_OFFLINE:
+        raise BenchError("HF_HUB_OFFLINE is set: `bench weights pull` needs network access")
+    try:
+        files = HfApi().list_repo_files(model)
+        patterns = select_files(files, everything)
+        return snapshot_download(model, allow_patterns=patterns)
+    except Exception as e:  # noqa: BLE001 - network, auth, unknown repository
+        raise BenchError(f"cannot download {model}: {type(e).__name__}: {e}") from None
+
+
+# -- bench weights check --------------------------------------------------------------------------
+
+
+def _folder_status(model: str, has) -> tuple[str, str]:
+    if has("model_index.json"):
+        missing = []
+        for part in SD_SUBFOLDERS:
+            if part == "tokenizer":
+                ok = has("tokenizer/vocab.json")
+            elif part == "scheduler":
+                ok = has("scheduler/scheduler_config.json")
+            else:
+                ok = has(f"{part}/config.json") and any(has(f"{part}/{w}") for w in WEIGHT_NAMES)
+            if not ok:
+                missing.append(part)
+        if missing:
+            return "incomplete", f"missing: {', '.join(missing)}"
+        return "present", "diffusers layout"
+    if has("config.json") and any(has(w) for w in WEIGHT_NAMES):
+        return "present", "single model"
+    return "missing", ""
+
+
+def local_status(model: str) -> tuple[str, str]:
+    """(present | incomplete | missing | built-in, detail) without loading anything."""
+    if is_tiny(model):
+        check_tiny(model)
+        return "built-in", NOTICE
+    if is_path(model):
+        root = Path(model).expanduser()
+        status, detail = _folder_status(model, lambda f: (root / f).is_file())
+        return status, detail or f"no model files in {root}"
+    status, detail = _folder_status(model, lambda f: cached_file(model, f) is not None)
+    return status, detail or f"not in {hub_cache_dir()}"
+
+
+def configured_models(root: Path) -> dict[str, list[str]]:
+    """Every literal `model:` value in the config tree -> the files that name it."""
+    import yaml
+
+    found: dict[str, list[str]] = defaultdict(list)
+
+    def visit(node, where: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "model" and isinstance(value, str) and "${" not in value:
+                    found[value].append(where)
+                else:
+                    visit(value, where)
+        elif isinstance(node, list):
+            for value in node:
+                visit(value, where)
+
+    for path in sorted(root.rglob("*.yaml")):
+        visit(yaml.safe_load(path.read_text()), str(path.relative_to(root)))
+    return dict(found)
+
+
+def describe_sources() -> str:
+    return (f"Hugging Face cache: {hub_cache_dir()} (HF_HOME / HF_HUB_CACHE move it)"
+            + ("; HF_HUB_OFFLINE=1" if os.environ.get("HF_HUB_OFFLINE") else ""))
+
+
+def matches(model: str, patterns: list[str]) -> bool:
+    return not patterns or any(fnmatch.fnmatch(model, p) for p in patterns)
