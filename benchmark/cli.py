@@ -35,6 +35,8 @@ usage:
   bench table DIR... --metric M --pair P [--rows defense --cols transform --agg mean|std|ci
                      --format csv|md|latex --output FILE]
   bench cache info | clear [--stage STAGE...] [--yes]
+  bench weights pull ID... [--all]  download models (the only command that uses the network)
+  bench weights check [ID...]     which configured models are usable offline
 """
 
 
@@ -153,6 +155,24 @@ def cmd_cache(args: argparse.Namespace) -> None:
     print(f"removed {cache.clear(stages)} entries from {cache.root}")
 
 
+def cmd_weights(args: argparse.Namespace) -> None:
+    from benchmark.models import hub
+
+    if args.action == "pull":
+        if not args.models:
+            raise BenchError("bench weights pull: name at least one model id")
+        for model in args.models:
+            print(f"pulling {model} ...", flush=True)
+            print(f"  {model}: {hub.pull(model, everything=args.all)}")
+        return
+    models = ({m: ["command line"] for m in args.models} if args.models
+              else hub.configured_models(config_dir()))
+    text, unusable = hub.check_report(models)
+    print(text)
+    if unusable:
+        sys.exit(1)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bench", description=USAGE,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -176,6 +196,13 @@ def _parser() -> argparse.ArgumentParser:
     cache.add_argument("--cache-dir", help="default: $BENCH_CACHE or ~/.cache/bench")
     cache.add_argument("--yes", action="store_true", help="clear without asking")
     cache.set_defaults(func=cmd_cache)
+    weights = sub.add_parser("weights", help="download models, or check which are local")
+    weights.add_argument("action", choices=["pull", "check"])
+    weights.add_argument("models", nargs="*", help="Hugging Face ids (check: default = all "
+                         "models named in the config tree)")
+    weights.add_argument("--all", action="store_true",
+                         help="pull every file of the repository, not only what loading needs")
+    weights.set_defaults(func=cmd_weights)
     return parser
 
 

@@ -13,8 +13,6 @@ safetensors where a repository offers them, and never pickled single-file
 checkpoints (`.ckpt`, `.pt`); `load_checkpoint` applies the same rule to other files.
 """
 
-import fnmatch
-import os
 from collections import defaultdict
 from pathlib import Path, PurePosixPath
 
@@ -212,10 +210,20 @@ def configured_models(root: Path) -> dict[str, list[str]]:
     return dict(found)
 
 
-def describe_sources() -> str:
-    return (f"Hugging Face cache: {hub_cache_dir()} (HF_HOME / HF_HUB_CACHE move it)"
-            + ("; HF_HUB_OFFLINE=1" if os.environ.get("HF_HUB_OFFLINE") else ""))
-
-
-def matches(model: str, patterns: list[str]) -> bool:
-    return not patterns or any(fnmatch.fnmatch(model, p) for p in patterns)
+def check_report(models: dict[str, list[str]]) -> tuple[str, int]:
+    """A table of the models' local status, and how many are not usable offline."""
+    lines, unusable = [], 0
+    width = max([len(m) for m in models] + [5])
+    lines.append(f"{'model':<{width}}  {'status':<10}  configured in / detail")
+    for model in sorted(models):
+        status, detail = local_status(model)
+        unusable += status in ("missing", "incomplete")
+        where = ", ".join(models[model])
+        lines.append(f"{model:<{width}}  {status:<10}  {where}" + (f" ({detail})" if detail else ""))
+    lines.append(f"\nHugging Face cache: {hub_cache_dir()} (HF_HOME or HF_HUB_CACHE move it)")
+    if unusable:
+        lines.append(f"{unusable} model(s) not usable offline. Provide each in one of three ways: "
+                     f"`bench weights pull ID` where there is internet access, HF_HOME pointing "
+                     f"at a cache that holds it, or the config's model key set to a local "
+                     f"diffusers folder.")
+    return "\n".join(lines), unusable
