@@ -7,22 +7,37 @@ with a JSON sidecar (`<key>.json`) that records what made them. Every file is
 written to a temporary name in the same directory and renamed into place, so a
 killed job leaves no half-written entry and concurrent writers of one key are
 safe: the payload is renamed last, and its presence is what makes an entry.
+
+Jobs of a sweep that run at once (SLURM arrays, submitit_local) often need the
+same item, e.g. one protected image for every transform. An optional lock file
+`<key>.lock`, created with O_EXCL next to the entry, lets the first job compute it
+while the others wait and then read it. Locks only save duplicate work; the
+atomic rename alone keeps entries whole. A lock whose owner died (same host, pid
+gone) or stopped refreshing it (other hosts: no heartbeat for `stale_after`
+seconds) is broken, so a killed job never blocks a sweep.
 """
 
 import hashlib
 import io
 import json
+import logging
 import os
 import shutil
+import socket
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
 from benchmark.images import from_uint8, to_uint8
+
+log = logging.getLogger(__name__)
 
 # Config keys that say where or how fast a component runs, not what it computes.
 NON_SEMANTIC_KEYS = frozenset({"device", "batch_size", "progress"})
@@ -43,14 +58,156 @@ def cache_key(stage: str, config: dict, version: str, inputs: list[str], seed: i
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-class ArtifactCache:
-    IMAGE, ARRAY, RECORD = ".png", ".npy", ".record.json"
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
-    def __init__(self, root: str | Path):
+
+class _Heartbeat:
+    """Refreshes the mtime of the locks this process holds, so others see them alive."""
+
+    def __init__(self, interval: float):
+        self.interval = interval
+        self.paths: set[Path] = set()
+        self.guard = threading.Lock()
+        self.thread: threading.Thread | None = None
+
+    def add(self, path: Path) -> None:
+        with self.guard:
+            self.paths.add(path)
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._beat, daemon=True,
+                                               name="bench-cache-heartbeat")
+                self.thread.start()
+
+    def discard(self, path: Path) -> None:
+        with self.guard:
+            self.paths.discard(path)
+
+    def _beat(self) -> None:
+        while True:
+            time.sleep(self.interval)
+            with self.guard:
+                paths = list(self.paths)
+            for path in paths:
+                try:
+                    os.utime(path)
+                except OSError:
+                    pass  # broken by another job as stale: it recomputes, we still write whole files
+
+
+class ArtifactCache:
+    IMAGE, ARRAY, RECORD, LOCK = ".png", ".npy", ".record.json", ".lock"
+
+    def __init__(self, root: str | Path, lock: bool = True, stale_after: float = 300.0):
         self.root = Path(root).expanduser()
+        self.locking = bool(lock)
+        self.stale_after = float(stale_after)
+        self._host = socket.gethostname()
+        self._heartbeat = _Heartbeat(max(0.05, self.stale_after / 10))
 
     def path(self, stage: str, key: str, ext: str) -> Path:
         return self.root / stage / key[:2] / f"{key}{ext}"
+
+    def has(self, stage: str, key: str, ext: str) -> bool:
+        return self.path(stage, key, ext).is_file()
+
+    # -- locks ----------------------------------------------------------------------------------
+
+    def try_lock(self, stage: str, key: str) -> bool:
+        """Claim the right to compute one entry; False while another live job holds it."""
+        if not self.locking:
+            return True
+        path = self.path(stage, key, self.LOCK)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if self._break_if_stale(path):
+                    continue
+                return False
+            with os.fdopen(fd, "w") as f:
+                json.dump({"host": self._host, "pid": os.getpid(), "created": time.time()}, f)
+            self._heartbeat.add(path)
+            return True
+        return False
+
+    def unlock(self, stage: str, key: str) -> None:
+        if not self.locking:
+            return
+        path = self.path(stage, key, self.LOCK)
+        self._heartbeat.discard(path)
+        path.unlink(missing_ok=True)
+
+    def _break_if_stale(self, path: Path) -> bool:
+        try:
+            owner = json.loads(path.read_text() or "{}")
+            age = time.time() - path.stat().st_mtime
+        except (OSError, ValueError):
+            return False  # being written or just released: look again next round
+        dead = owner.get("host") == self._host and not _pid_alive(int(owner.get("pid", -1)))
+        if not dead and age < self.stale_after:
+            return False
+        # Rename first so that of several jobs breaking the same lock only one succeeds.
+        grave = path.with_name(f"{path.name}.stale.{os.getpid()}")
+        try:
+            os.rename(path, grave)
+        except OSError:
+            return False
+        grave.unlink(missing_ok=True)
+        return True
+
+    def load_or_compute(self, stage: str, keys: list[str], load: Callable[[str], Any],
+                        compute: Callable[[list[int]], list[Any]], poll: float = 0.05,
+                        ) -> tuple[list[Any], int, int]:
+        """Every entry of `keys`: read it, or claim and compute it, or wait for the job computing it.
+
+        `load(key)` returns the entry or None; `compute(indices)` makes and stores the entries
+        of those indices (as one batch) and returns them. Returns (values, computed, waited).
+        """
+        values = [load(k) for k in keys]
+        pending = [i for i, v in enumerate(values) if v is None]
+        computed = waited = 0
+        delay = poll
+        logged = False
+        while pending:
+            mine = []
+            for i in pending:
+                if not self.try_lock(stage, keys[i]):
+                    continue
+                values[i] = load(keys[i]) if self.locking else None  # finished while we looked
+                if values[i] is None:
+                    mine.append(i)
+                else:
+                    self.unlock(stage, keys[i])
+                    waited += 1
+            if mine:
+                try:
+                    for i, v in zip(mine, compute(mine)):
+                        values[i] = v
+                finally:
+                    for i in mine:
+                        self.unlock(stage, keys[i])
+                computed += len(mine)
+            pending = [i for i in pending if values[i] is None]
+            if pending:
+                if not logged:
+                    log.info("%s: waiting for %d item(s) that another job is computing",
+                             stage, len(pending))
+                    logged = True
+                time.sleep(delay)
+                delay = min(2 * delay, 2.0)
+                for i in pending:
+                    values[i] = load(keys[i])
+                    waited += values[i] is not None
+                pending = [i for i in pending if values[i] is None]
+        return values, computed, waited
 
     def _write_atomic(self, path: Path, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

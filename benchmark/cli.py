@@ -8,7 +8,9 @@ import argparse
 import json
 import logging
 import os
+import socket
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -32,8 +34,11 @@ usage:
   bench run [OVERRIDES...]        run one job (Hydra app; `bench run --help` lists the config)
   bench run -m KEY=A,B ...        sweep the Cartesian product of the overrides
   bench ls [GROUP]                list datasets, defenses, transforms, generators, metrics, ...
-  bench table DIR... --metric M --pair P [--rows defense --cols transform --agg mean|std|ci
+  bench table DIR... --metric M[,M2] --pair P [--rows defense --cols transform
+                     --agg mean|std|ci|worst --where KEY=V --vs results/paper_reported.csv
                      --format csv|md|latex --output FILE]
+  bench plot curves|cost DIR... --metric M [--pair P] --output STEM   (PNG + PDF)
+  bench grid DIR... --output FILE.png [--rows defense|transform --n 3]
   bench cache info | clear [--stage STAGE...] [--yes]
   bench weights pull ID... [--all]  download models (the only command that uses the network)
   bench weights check [ID...]     which configured models are usable offline
@@ -51,29 +56,42 @@ def _labels(hc) -> dict[str, str]:
     return labels
 
 
-def _write_status(outdir: Path, status: str, error: str | None = None) -> None:
+def _write_status(outdir: Path, status: str, error: str | None = None,
+                  fingerprint: str | None = None) -> None:
     outdir.mkdir(parents=True, exist_ok=True)
-    (outdir / "status.json").write_text(json.dumps({"status": status, "error": error}) + "\n")
+    record = {"status": status, "error": error, "fingerprint": fingerprint,
+              "host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}
+    tmp = outdir / f".status.json.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(record) + "\n")
+    os.replace(tmp, outdir / "status.json")
 
 
 @hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")
 def run_app(cfg: DictConfig) -> None:
-    from benchmark.results import format_summary, write_job
+    from benchmark.results import config_fingerprint, format_summary, is_finished, write_job
     from benchmark.runner import PAIR_MEANINGS, Job
 
     hc = HydraConfig.get()
     outdir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
     labels = _labels(hc)
+    try:
+        fingerprint = config_fingerprint(cfg)
+    except Exception:  # an unresolvable value: the job itself reports it below
+        fingerprint = None
+    if multirun and fingerprint and is_finished(outdir, fingerprint):
+        # re-running a sweep in its own directory: finished jobs stay as they are
+        print(f"skipped (finished, same config): {outdir}")
+        return
     if cfg.get("notice"):
         log.warning(cfg.notice)
     try:
-        _write_status(outdir, "running")
+        _write_status(outdir, "running", fingerprint=fingerprint)
         result = Job(cfg, labels).run()
         summary = write_job(outdir, result, cfg)
     except Exception as e:
         message = str(e) if isinstance(e, BenchError) else traceback.format_exc()
-        _write_status(outdir, "failed", message)
+        _write_status(outdir, "failed", message, fingerprint)
         if multirun:  # one failed job must not stop the sweep
             log.error("job failed (%s): %s", outdir, message)
             return
@@ -81,7 +99,7 @@ def run_app(cfg: DictConfig) -> None:
             log.error(message)
             sys.exit(1)
         raise
-    _write_status(outdir, "done")
+    _write_status(outdir, "done", fingerprint=fingerprint)
     stages = ", ".join(f"{name} {s['computed']} computed / {s['cached']} cached "
                        f"({s['seconds']:.1f}s)" for name, s in result.stats["stages"].items())
     print(f"\n{labels['dataset']} x {labels['defense']} x {labels['transform']} x "
@@ -117,16 +135,49 @@ def cmd_ls(args: argparse.Namespace) -> None:
             print(f"  {path.stem:<22} {_describe(path)}")
 
 
-def cmd_table(args: argparse.Namespace) -> None:
-    from benchmark.results import load_samples, make_table
-
-    text = make_table(load_samples(args.dirs), args.rows, args.cols, args.metric, args.pair,
-                      args.agg, args.format)
-    if args.output:
-        Path(args.output).write_text(text)
-        print(f"wrote {args.output}")
+def _emit(text: str, output: str | None) -> None:
+    if output:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        Path(output).write_text(text)
+        print(f"wrote {output}")
     else:
         print(text, end="" if text.endswith("\n") else "\n")
+
+
+def cmd_table(args: argparse.Namespace) -> None:
+    from benchmark.results import (compare_reported, job_dirs, load_samples, make_table,
+                                   metric_directions, parse_where)
+
+    samples = load_samples(args.dirs)
+    where = parse_where(args.where)
+    if args.vs:
+        text = compare_reported(samples, args.vs, args.metric, args.pair, args.format,
+                                "mean" if args.agg == "worst" else args.agg, args.seed, where)
+    else:
+        text = make_table(samples, args.rows, args.cols, args.metric, args.pair, args.agg,
+                          args.format, metric_directions(job_dirs(args.dirs)), args.seed, where)
+    _emit(text, args.output)
+
+
+def cmd_plot(args: argparse.Namespace) -> None:
+    from benchmark.plots import purifier_cost, robustness_curves
+    from benchmark.results import parse_where
+
+    where = parse_where(args.where)
+    if args.kind == "curves":
+        paths = robustness_curves(args.dirs, args.metric, args.pair, args.output, where)
+    else:
+        paths = purifier_cost(args.dirs, args.metric, args.output, args.pair, where)
+    print("wrote " + ", ".join(map(str, paths)))
+
+
+def cmd_grid(args: argparse.Namespace) -> None:
+    from benchmark.plots import qualitative_grid
+    from benchmark.results import parse_where
+
+    path = qualitative_grid(args.dirs, args.output, args.n, args.rows, parse_where(args.where),
+                            args.cache_dir)
+    print(f"wrote {path}")
 
 
 def cmd_cache(args: argparse.Namespace) -> None:
@@ -184,12 +235,38 @@ def _parser() -> argparse.ArgumentParser:
     table.add_argument("dirs", nargs="+", help="job or sweep directories (searched recursively)")
     table.add_argument("--rows", default="defense")
     table.add_argument("--cols", default="transform")
-    table.add_argument("--metric", required=True)
-    table.add_argument("--pair", required=True)
-    table.add_argument("--agg", default="mean", help="mean | std (mean ± std) | ci (mean ± 95%% CI)")
+    table.add_argument("--metric", required=True,
+                       help="a metric, or several comma-separated (two-level header)")
+    table.add_argument("--pair", required=True,
+                       help="fidelity | edit | protection | control | invisibility | drop "
+                            "(= protection - edit per image)")
+    table.add_argument("--agg", default="mean",
+                       help="mean | std (mean ± std) | ci (seeded bootstrap 95%% CI) | worst "
+                            "(adds the per-image worst case over the columns)")
+    table.add_argument("--seed", type=int, default=0, help="bootstrap seed of --agg ci")
+    table.add_argument("--where", action="append", metavar="KEY=V1,V2",
+                       help="keep rows whose dataset/defense/transform/generator is one of these")
+    table.add_argument("--vs", metavar="CSV",
+                       help="our numbers beside the study's (results/paper_reported.csv)")
     table.add_argument("--format", default="md", help="csv | md | latex")
     table.add_argument("--output", "-o")
     table.set_defaults(func=cmd_table)
+    plot = sub.add_parser("plot", help="robustness curves or purifier cost vs quality (PNG+PDF)")
+    plot.add_argument("kind", choices=["curves", "cost"])
+    plot.add_argument("dirs", nargs="+")
+    plot.add_argument("--metric", required=True)
+    plot.add_argument("--pair", default="fidelity")
+    plot.add_argument("--where", action="append", metavar="KEY=V1,V2")
+    plot.add_argument("--output", "-o", required=True, help="file stem; .png and .pdf are written")
+    plot.set_defaults(func=cmd_plot)
+    grid = sub.add_parser("grid", help="qualitative figure: clean | protected | transformed | edits")
+    grid.add_argument("dirs", nargs="+")
+    grid.add_argument("--rows", default="defense", choices=["defense", "transform"])
+    grid.add_argument("--n", type=int, default=3, help="images per row group")
+    grid.add_argument("--where", action="append", metavar="KEY=V1,V2")
+    grid.add_argument("--cache-dir", help="default: the jobs' cache_dir, else $BENCH_CACHE")
+    grid.add_argument("--output", "-o", required=True)
+    grid.set_defaults(func=cmd_grid)
     cache = sub.add_parser("cache", help="inspect or clear the artifact cache")
     cache.add_argument("action", choices=["info", "clear"])
     cache.add_argument("--stage", action="append", help="only this stage (repeatable)")

@@ -62,7 +62,8 @@ ROW_COLUMNS = ["dataset", "image_id", "defense", "transform", "generator", "seed
 @dataclass
 class StageStats:
     computed: int = 0
-    cached: int = 0
+    cached: int = 0  # includes `waited`: items another job computed while this one waited
+    waited: int = 0
     seconds: float = 0.0
 
 
@@ -71,6 +72,9 @@ class JobResult:
     rows: list[dict]
     stats: dict
     labels: dict
+    # per image of the job: where each image it made lives in the cache (image_id, image,
+    # stage, key); figures read them back
+    images: list[dict] = field(default_factory=list)
 
 
 def _needed_images(pairs: list[str]) -> list[str]:
@@ -110,7 +114,7 @@ class Job:
         self.device = resolve_device(cfg.device)
         self.strict = bool(cfg.get("strict", False))
         self.progress = bool(cfg.get("progress", True))
-        self.cache = ArtifactCache(cfg.cache_dir)
+        self.cache = ArtifactCache(cfg.cache_dir, lock=bool(cfg.get("cache_lock", True)))
         # Cheap components first, so that a bad value stops the job before any model loads.
         self.dataset = build(cfg.dataset, "dataset")
         self.transform = build(cfg.transform, "transform")
@@ -130,6 +134,7 @@ class Job:
                        **(labels or {})}
         self.stats: dict[str, StageStats] = defaultdict(StageStats)
         self.unreadable: list[str] = []
+        self._stage_of: dict[str, str] = {}  # cache key -> the stage directory that holds it
         self._bars: dict[str, tqdm] = {}
 
     # -- stages ---------------------------------------------------------------------------------
@@ -148,12 +153,10 @@ class Job:
         seeds = [derive_seed(self.seed, k, stage) for k in clean_keys]
         keys = [cache_key(stage, self.configs[stage], component.version, [k], s)
                 for k, s in zip(input_keys, seeds)]
-        start = time.perf_counter()
-        outputs = [self.cache.load_image(stage, k) for k in keys]
-        missing = [i for i, out in enumerate(outputs) if out is None]
-        if missing:
-            x = inputs[missing].to(self.device)
-            miss_seeds = [seeds[i] for i in missing]
+
+        def compute(indices: list[int]) -> list[torch.Tensor]:
+            x = inputs[indices].to(self.device)
+            miss_seeds = [seeds[i] for i in indices]
             if stage == "protect":
                 y = component.protect(x, miss_seeds)
             elif stage == "transform":
@@ -161,35 +164,51 @@ class Job:
             else:
                 y = component.edit(x, miss_seeds)
             y = release(y.detach()).cpu()
-            for j, i in enumerate(missing):
+            for j, i in enumerate(indices):
                 self.cache.save_image(stage, keys[i], y[j], {
                     "config": self.configs[stage], "version": component.version,
                     "inputs": [input_keys[i]], "seed": seeds[i]})
-                outputs[i] = y[j]
-        stats = self.stats[stage]
-        stats.computed += len(missing)
-        stats.cached += len(keys) - len(missing)
-        stats.seconds += time.perf_counter() - start
+            return list(y)
+
+        start = time.perf_counter()
+        outputs, computed, waited = self.cache.load_or_compute(
+            stage, keys, lambda k: self.cache.load_image(stage, k), compute)
+        self._count(stage, len(keys), computed, waited, start)
+        for k in keys:
+            self._stage_of[k] = stage
         return torch.stack(outputs), keys
+
+    def _count(self, stage: str, total: int, computed: int, waited: int, start: float) -> None:
+        stats = self.stats[stage]
+        stats.computed += computed
+        stats.cached += total - computed
+        stats.waited += waited
+        stats.seconds += time.perf_counter() - start
 
     def _embed(self, metric, images: torch.Tensor, keys: list[str]) -> torch.Tensor:
         version = getattr(metric.embedder, "version", "1")
         ekeys = [cache_key("embed", metric.embedder_config, version, [k], None) for k in keys]
-        start = time.perf_counter()
-        arrays = [self.cache.load_array("embed", k) for k in ekeys]
-        missing = [i for i, a in enumerate(arrays) if a is None]
-        if missing:
+
+        def compute(indices: list[int]) -> list[np.ndarray]:
             with torch.no_grad():
-                feats = metric.embedder(images[missing].to(self.device)).float().cpu().numpy()
-            for j, i in enumerate(missing):
+                feats = metric.embedder(images[indices].to(self.device)).float().cpu().numpy()
+            for j, i in enumerate(indices):
                 self.cache.save_array("embed", ekeys[i], feats[j], {
                     "config": metric.embedder_config, "version": version, "inputs": [keys[i]]})
-                arrays[i] = feats[j]
-        stats = self.stats["embed"]
-        stats.computed += len(missing)
-        stats.cached += len(ekeys) - len(missing)
-        stats.seconds += time.perf_counter() - start
+            return list(feats)
+
+        start = time.perf_counter()
+        arrays, computed, waited = self.cache.load_or_compute(
+            "embed", ekeys, lambda k: self.cache.load_array("embed", k), compute)
+        self._count("embed", len(ekeys), computed, waited, start)
         return torch.from_numpy(np.stack(arrays))
+
+    def _keep_clean(self, ids: list[str], x: torch.Tensor, keys: list[str]) -> None:
+        """Store the clean images too, so that figures can show them next to their edits."""
+        for image_id, xi, k in zip(ids, x, keys):
+            self._stage_of[k] = "clean"
+            if not self.cache.has("clean", k, self.cache.IMAGE):
+                self.cache.save_image("clean", k, xi, {"image_id": image_id})
 
     # -- the job --------------------------------------------------------------------------------
 
@@ -234,11 +253,12 @@ class Job:
         if record is not None:
             stats = {**record["stats"], "stages": {"job": asdict(StageStats(cached=1))},
                      "seconds": time.perf_counter() - start, "original_run": record["stats"]}
-            return JobResult(record["rows"], stats, self.labels)
+            return JobResult(record["rows"], stats, self.labels, record.get("images", []))
         result = self._compute()
         stages = result.stats["stages"]
         stages["job"] = asdict(StageStats(computed=1, seconds=result.stats["seconds"]))
-        self.cache.save_json("job", key, {"rows": result.rows, "stats": result.stats},
+        self.cache.save_json("job", key, {"rows": result.rows, "stats": result.stats,
+                                          "images": result.images},
                              {"config": OmegaConf.to_container(self.cfg, resolve=True)})
         return result
 
@@ -260,8 +280,10 @@ class Job:
         per_sample: dict[tuple[str, str], list[torch.Tensor]] = defaultdict(list)
         set_inputs: dict[tuple[str, str], tuple[list, list]] = defaultdict(lambda: ([], []))
         image_ids: list[str] = []
+        images: list[dict] = []
         for ids, x in self._batches():
             batch = _Batch(ids, {"x": x}, {"x": [content_key(xi) for xi in x]})
+            self._keep_clean(ids, x, batch.keys["x"])
             image_ids += ids
             for name in needed:
                 stage, source = RECIPES[name]
@@ -269,6 +291,9 @@ class Job:
                     stage, batch.images[source], batch.keys[source], batch.keys["x"])
                 if stage in self._bars:
                     self._bars[stage].update(len(ids))
+            for name in ["x", *needed]:
+                images += [{"image_id": i, "image": name, "stage": self._stage_of[k], "key": k}
+                           for i, k in zip(ids, batch.keys[name])]
             for metric_name, metric in self.metrics.items():
                 for pair in metric_pairs:
                     a_name, b_name = PAIRS[pair]
@@ -323,4 +348,4 @@ class Job:
             "seconds": time.perf_counter() - start,
             "device": str(self.device),
         }
-        return JobResult(rows, stats, self.labels)
+        return JobResult(rows, stats, self.labels, images)

@@ -1,0 +1,306 @@
+"""Figures from job and sweep directories: robustness curves, purifier cost, qualitative grid.
+
+- `robustness_curves`: a metric on one pair against the strength of each
+  transformation family (the transform parameter that varies across the jobs of
+  the family, read from each job's resolved config), one line per defense with
+  its 95% t-interval, the untransformed value (transform=identity) as a dotted
+  line. PNG and PDF.
+- `purifier_cost`: per purifier (transform), its purification quality (a metric
+  on a pair, `fidelity` by default) beside its cost in seconds per image of the
+  transform stage (from stats.json of the run that computed it). PNG and PDF.
+- `qualitative_grid`: for N images, clean | protected | transformed | edit of
+  clean | edit of protected | edit of transformed, one row per defense (at one
+  transform) or per transform (for one defense), read back from the cache
+  through each job's images.csv. One PNG.
+"""
+
+import json
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
+from matplotlib.transforms import blended_transform_factory  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from benchmark.errors import BenchError  # noqa: E402
+from benchmark.results import (  # noqa: E402
+    _ci_halfwidth, _filter, _select, job_config, job_dirs, load_samples, metric_directions,
+)
+
+# Transform parameters whose *smaller* values are the stronger transformation.
+WEAKER_WHEN_LARGER = {"quality", "factor", "scale", "bits", "colors", "colours", "size",
+                      "max_side", "longest_side"}
+GRID_COLUMNS = [("x", "clean"), ("x_adv", "protected"), ("x_t", "transformed"),
+                ("g_x", "edit of clean"), ("g_adv", "edit of protected"),
+                ("g_t", "edit of transformed")]
+
+
+def _base(label: str) -> str:
+    return str(label).split("(", 1)[0]
+
+
+def _save(fig, out: str | Path, formats: tuple[str, ...]) -> list[Path]:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stem = out.with_suffix("") if out.suffix.lower() in (".png", ".pdf") else out
+    written = []
+    for ext in formats:
+        path = stem.with_name(f"{stem.name}.{ext}")
+        fig.savefig(path, dpi=150, bbox_inches="tight")
+        written.append(path)
+    plt.close(fig)
+    return written
+
+
+def _stats(job: Path) -> dict:
+    try:
+        return json.loads((job / "stats.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _numeric(v) -> float | None:
+    if isinstance(v, bool) or v is None:
+        return None
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _strength_axes(samples: pd.DataFrame) -> dict[str, tuple[str | None, dict[str, float]]]:
+    """Per transform family: the parameter that varies across its jobs and each job's value."""
+    configs = {job: (job_config(job).get("transform") or {}) for job in samples["job"].unique()}
+    families: dict[str, list[str]] = {}
+    for job, label in samples.drop_duplicates("job")[["job", "transform"]].itertuples(index=False):
+        families.setdefault(_base(label), []).append(job)
+    axes = {}
+    for family, jobs in families.items():
+        keys = sorted({k for j in jobs for k in configs[j] if not k.startswith("_")})
+        varying = [k for k in keys
+                   if len({json.dumps(configs[j].get(k), sort_keys=True) for j in jobs}) > 1
+                   and all(_numeric(configs[j].get(k)) is not None for j in jobs)]
+        key = varying[0] if varying else None
+        axes[family] = (key, {j: _numeric(configs[j].get(key)) if key else 0.0 for j in jobs})
+    return axes
+
+
+def robustness_curves(dirs: list, metric: str, pair: str, out: str | Path,
+                      where: dict | None = None, formats=("png", "pdf")) -> list[Path]:
+    samples = _filter(load_samples(dirs), where or {})
+    chosen = _select(samples, metric, pair)
+    if chosen.empty:
+        raise BenchError(f"no rows for --metric {metric} --pair {pair}")
+    if chosen["generator"].nunique() > 1 or chosen["dataset"].nunique() > 1:
+        raise BenchError("several generators or datasets in these results: choose one with "
+                         "--where generator=... / --where dataset=...")
+    direction = metric_directions(list(chosen["job"].unique())).get(metric)
+    axes = _strength_axes(chosen)
+    identity = chosen[chosen["transform"].map(_base) == "identity"]
+    families = [f for f in axes if f != "identity"]
+    if not families:
+        raise BenchError("no transformed jobs to plot (only transform=identity)")
+    defenses = list(dict.fromkeys(chosen["defense"]))
+    colors = {d: plt.cm.tab10(i % 10) for i, d in enumerate(defenses)}
+    fig, panels = plt.subplots(1, len(families), figsize=(4.2 * len(families), 3.4),
+                               squeeze=False, sharey=True)
+    arrow = "" if direction is None else (" ↑" if direction else " ↓")
+    for ax, family in zip(panels[0], families):
+        key, values = axes[family]
+        rows = chosen[chosen["transform"].map(_base) == family].copy()
+        rows["strength"] = rows["job"].map(values)
+        for defense in defenses:
+            mine = rows[rows["defense"] == defense]
+            if mine.empty:
+                continue
+            points = []
+            for x, group in mine.groupby("strength"):
+                v = group["value"].to_numpy(dtype=float)
+                half = 0.0 if (group["image_id"] == "*").all() else _ci_halfwidth(
+                    float(np.std(v, ddof=1)) if len(v) > 1 else math.nan, len(v))
+                points.append((x, float(np.mean(v)), 0.0 if math.isnan(half) else half))
+            xs, ys, hs = map(np.array, zip(*sorted(points)))
+            ax.plot(xs, ys, marker="o", color=colors[defense], label=defense)
+            if hs.any():
+                ax.fill_between(xs, ys - hs, ys + hs, color=colors[defense], alpha=0.15, lw=0)
+            ref = identity[identity["defense"] == defense]["value"]
+            if len(ref):
+                ax.axhline(float(ref.mean()), color=colors[defense], ls=":", lw=1)
+        if key in WEAKER_WHEN_LARGER:
+            ax.invert_xaxis()
+        ax.set_xlabel(f"{family}.{key} (stronger →)" if key else family)
+        ax.set_title(family)
+        ax.grid(alpha=0.3)
+    panels[0][0].set_ylabel(f"{metric}{arrow} on {pair}")
+    handles, names = panels[0][0].get_legend_handles_labels()
+    for ax in panels[0][1:]:
+        for h, n in zip(*ax.get_legend_handles_labels()):
+            if n not in names:
+                handles.append(h)
+                names.append(n)
+    fig.legend(handles, names, loc="lower center", ncol=min(len(names), 5),
+               bbox_to_anchor=(0.5, -0.02 - 0.06 * math.ceil(len(names) / 5)), frameon=False)
+    fig.suptitle(f"{metric} on {pair} vs transformation strength (dotted: no transformation; "
+                 "band: 95% CI)", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, out, formats)
+
+
+def _transform_cost(job: Path) -> float:
+    """Seconds per image of the transform stage in the run that computed it (nan if unknown)."""
+    stats = _stats(job)
+    for record in (stats.get("original_run") or {}, stats):
+        stage = (record.get("stages") or {}).get("transform") or {}
+        if stage.get("computed"):
+            return stage["seconds"] / stage["computed"]
+    return math.nan
+
+
+def purifier_cost(dirs: list, metric: str, out: str | Path, pair: str = "fidelity",
+                  where: dict | None = None, formats=("png", "pdf")) -> list[Path]:
+    samples = _filter(load_samples(dirs), where or {})
+    chosen = _select(samples, metric, pair)
+    if chosen.empty:
+        raise BenchError(f"no rows for --metric {metric} --pair {pair}")
+    protected = chosen[chosen["defense"].map(_base) != "none"]
+    if not protected.empty:  # a purifier is judged on protected images
+        chosen = protected
+    defenses = ", ".join(dict.fromkeys(chosen["defense"]))
+    direction = metric_directions(list(chosen["job"].unique())).get(metric)
+    rows = []
+    for transform, group in chosen.groupby("transform", sort=False):
+        costs = [c for c in (_transform_cost(Path(j)) for j in group["job"].unique())
+                 if not math.isnan(c)]
+        v = group["value"].to_numpy(dtype=float)
+        rows.append({"transform": transform, "quality": float(np.mean(v)),
+                     "cost": float(np.median(costs)) if costs else math.nan})
+    table = pd.DataFrame(rows)
+    if direction is not None:
+        table = table.sort_values("quality", ascending=not direction)
+    y = np.arange(len(table))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 0.5 * len(table) + 1.6), sharey=True)
+    left.barh(y, table["quality"], color="tab:blue")
+    arrow = "" if direction is None else (" ↑" if direction else " ↓")
+    left.set_xlabel(f"{metric}{arrow} on {pair}")
+    left.set_yticks(y, table["transform"])
+    left.invert_yaxis()
+    finite = table["quality"][np.isfinite(table["quality"])]
+    if len(finite):
+        low, high = float(finite.min()), float(finite.max())
+        pad = (high - low) * 0.3 or abs(high) * 0.05 or 1.0
+        left.set_xlim(max(0.0, low - pad) if low >= 0 else low - pad, high + pad)
+    for yi, q in zip(y, table["quality"]):
+        left.text(q, yi, f" {q:.4f}", va="center", fontsize=8)
+    costs = table["cost"]
+    known = costs[costs > 0]
+    right.barh(y, costs.where(costs > 0, np.nan), color="tab:orange")
+    right.set_xlabel("cost: seconds per image (transform stage)")
+    if len(known):
+        right.set_xscale("log")
+        right.set_xlim(known.min() / 3, known.max() * 6)
+        right.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        right.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+    at_left = blended_transform_factory(right.transAxes, right.transData)
+    for yi, (name, c) in enumerate(zip(table["transform"], costs)):
+        if c > 0:
+            right.text(c, yi, f" {c:.3g} s", va="center", fontsize=8)
+        else:
+            words = "no-op" if _base(name) == "identity" else "not measured (all cached)"
+            right.text(0.02, yi, words, va="center", fontsize=8, transform=at_left)
+    for ax in (left, right):
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle(f"purification quality vs cost (protected images of: {defenses})", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, out, formats)
+
+
+def _cache_root(job: Path, cache_dir: str | None) -> Path:
+    if cache_dir:
+        return Path(cache_dir).expanduser()
+    from benchmark.paths import default_cache_dir
+
+    configured = job_config(job).get("cache_dir")
+    return Path(configured).expanduser() if configured and "${" not in str(configured) \
+        else default_cache_dir()
+
+
+def qualitative_grid(dirs: list, out: str | Path, n: int = 3, rows: str = "defense",
+                     where: dict | None = None, cache_dir: str | None = None) -> Path:
+    """One PNG: per row a job (a defense at one transform, or a transform for one defense)."""
+    from PIL import Image
+
+    if rows not in ("defense", "transform"):
+        raise BenchError(f"--rows {rows}: expected defense or transform")
+    if n < 1:
+        raise BenchError(f"--n {n}: expected an integer >= 1")
+    jobs = []
+    for job in job_dirs(dirs):
+        labels = _stats(job).get("labels") or {}
+        if (job / "images.csv").is_file() and labels:
+            jobs.append((job, labels))
+    if not jobs:
+        raise BenchError("no job with images.csv under these directories (jobs run before "
+                         "images.csv existed: re-run them, the job cache makes it instant)")
+    labels = pd.DataFrame([lab for _, lab in jobs])
+    labels["job"] = [j for j, _ in jobs]
+    labels = _filter(labels, where or {})
+    fixed = "transform" if rows == "defense" else "defense"
+    if labels[fixed].nunique() > 1 and not (where or {}).get(fixed):
+        options = list(dict.fromkeys(labels[fixed]))
+        default = next((o for o in options if _base(o) not in ("identity", "none")), options[0])
+        labels = labels[labels[fixed] == default]
+    for other in ("dataset", "generator"):
+        if labels[other].nunique() > 1:
+            raise BenchError(f"several {other}s: choose one with --where {other}=...")
+    if labels.empty:
+        raise BenchError("no job matches --where")
+    labels = labels.drop_duplicates(rows)
+
+    tiles: list[tuple[str, list]] = []
+    for _, row in labels.iterrows():
+        job = Path(row["job"])
+        root = _cache_root(job, cache_dir)
+        table = pd.read_csv(job / "images.csv", dtype={"image_id": str})
+        for image_id in list(dict.fromkeys(table["image_id"]))[:n]:
+            mine = table[table["image_id"] == image_id].set_index("image")
+            images = []
+            for name, _ in GRID_COLUMNS:
+                img = None
+                if name in mine.index:
+                    path = root / mine.loc[name, "stage"] / mine.loc[name, "key"][:2] / \
+                        f"{mine.loc[name, 'key']}.png"
+                    if path.is_file():
+                        with Image.open(path) as f:
+                            img = np.asarray(f.convert("RGB"))
+                images.append(img)
+            if all(img is None for img in images):
+                raise BenchError(f"{job}: its images are not in the cache at {root} "
+                                 "(pass --cache-dir)")
+            tiles.append((f"{row[rows]}\n{image_id}", images))
+    fixed_value = labels[fixed].iloc[0]
+    size = 1.7
+    fig, axes = plt.subplots(len(tiles), len(GRID_COLUMNS), squeeze=False,
+                             figsize=(size * len(GRID_COLUMNS) + 0.8, size * len(tiles) + 0.6))
+    for r, (name, images) in enumerate(tiles):
+        for c, img in enumerate(images):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if img is None:
+                ax.set_facecolor("0.85")
+                ax.text(0.5, 0.5, "not made\nby this job", ha="center", va="center",
+                        fontsize=7, transform=ax.transAxes)
+            else:
+                ax.imshow(img, interpolation="nearest")
+            if r == 0:
+                ax.set_title(GRID_COLUMNS[c][1], fontsize=9)
+        axes[r][0].set_ylabel(name, fontsize=8, rotation=0, ha="right", va="center")
+    generator = labels["generator"].iloc[0]
+    fig.suptitle(f"{fixed} = {fixed_value}, generator = {generator}", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, out, ("png",))[0]
