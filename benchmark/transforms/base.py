@@ -1,8 +1,25 @@
 """Transform contract: `__call__(x, seeds) -> x`, images NCHW float in [0, 1].
 
 Transforms that go through an 8-bit file format (JPEG, Pillow resampling) work
-image by image on uint8 arrays, as the real software does. `seeds` (one per
-image) make random transforms reproducible; deterministic ones ignore them.
+image by image on uint8 images, as the real software does. `seeds` (one per
+image) make random transforms reproducible: a random transform takes its
+randomness from them only (without seeds every image uses seed 0);
+deterministic ones ignore them.
+
+Strength (WAVES, Ding et al. 2024, arXiv 2401.08573): every transform also
+accepts `strength` in [0, 1], which, when not null, sets its native parameter
+(JPEG quality, scale factor, sigma, ...) by a linear map from the mildest to
+the strongest level of a stated range; WAVES's ranges are used where WAVES has
+the transformation (umd-huang-lab/WAVES, distortions/distortions.py). Strength 0
+is always the untouched image (`is_identity`), so that a strength sweep starts
+at the reference; for codecs, whose mildest setting still changes the image,
+this makes a step between 0 and the smallest positive strength.
+
+Size: transforms that change the image size (a downscale, a crop, a platform's
+size cap) restore the input size by default (`restore: true`), so that every
+metric can compare with the clean image. `restore: false` keeps the new size,
+for a step inside `chain` (which restores the input size at its end) or for
+use from Python; `changes_size` says which case an instance is in.
 """
 
 from collections.abc import Sequence
@@ -10,26 +27,79 @@ from collections.abc import Sequence
 import torch
 from PIL import Image
 
+from benchmark.errors import check
 from benchmark.images import from_pil, to_pil
+
+
+def check_strength(component: str, strength) -> float | None:
+    check(component, "strength", strength,
+          strength is None or (isinstance(strength, (int, float)) and not isinstance(strength, bool)
+                               and 0 <= strength <= 1),
+          "null or a number in [0, 1] (0 = untouched, 1 = the strongest level)")
+    return None if strength is None else float(strength)
+
+
+def lerp(strength: float, mildest: float, strongest: float) -> float:
+    """The native value at `strength` on the line from the mildest to the strongest level."""
+    return mildest + strength * (strongest - mildest)
+
+
+def check_flag(component: str, key: str, value) -> bool:
+    check(component, key, value, isinstance(value, bool), "true or false")
+    return value
+
+
+def check_choice(component: str, key: str, value, choices) -> str:
+    check(component, key, value, value in choices, f"one of {sorted(choices)}")
+    return value
+
+
+def check_number(component: str, key: str, value, low: float, high: float, expected: str,
+                 integer: bool = False, low_open: bool = False) -> float:
+    kinds = (int,) if integer else (int, float)
+    ok = (isinstance(value, kinds) and not isinstance(value, bool)
+          and (low < value if low_open else low <= value) and value <= high)
+    check(component, key, value, ok, expected)
+    return value
 
 
 class Transform:
     name = "transform"
     version = "1"  # bump when the algorithm changes: it is part of every cache key
     is_identity = False
+    random = False  # draws from the per-image seeds
+    differentiable = False  # gradients flow from the output back to the input
+    changes_size = False  # the output keeps the size the transform gave it (restore: false)
 
     def __call__(self, x: torch.Tensor, seeds: Sequence[int] | None = None) -> torch.Tensor:
+        if self.is_identity:
+            return x
+        seeds = [0] * x.shape[0] if seeds is None else [int(s) for s in seeds]
+        if len(seeds) != x.shape[0]:
+            raise ValueError(f"{self.name}: {len(seeds)} seeds for {x.shape[0]} images")
+        return self.forward(x, seeds)
+
+    def forward(self, x: torch.Tensor, seeds: list[int]) -> torch.Tensor:
         raise NotImplementedError
+
+    def _strength(self, strength) -> float | None:
+        """Check `strength`; strength 0 makes this instance the identity."""
+        strength = check_strength(self.name, strength)
+        self.strength = strength
+        if strength == 0:
+            self.is_identity = True
+        return strength
 
 
 class PillowTransform(Transform):
-    """A transform defined on one Pillow RGB image."""
+    """A transform defined on one 8-bit Pillow RGB image (and its seed, if random)."""
 
-    def apply(self, img: Image.Image) -> Image.Image:
+    def apply(self, img: Image.Image, seed: int) -> Image.Image:
         raise NotImplementedError
 
-    def __call__(self, x: torch.Tensor, seeds: Sequence[int] | None = None) -> torch.Tensor:
-        return torch.stack([from_pil(self.apply(to_pil(xi))) for xi in x]).to(x.device)
+    def forward(self, x: torch.Tensor, seeds: list[int]) -> torch.Tensor:
+        out = [from_pil(self.apply(to_pil(xi), s)) for xi, s in zip(x, seeds)]
+        return torch.stack(out).to(x.device)
 
 
 class Identity(Transform):
@@ -38,5 +108,9 @@ class Identity(Transform):
     name = "identity"
     is_identity = True
 
-    def __call__(self, x: torch.Tensor, seeds: Sequence[int] | None = None) -> torch.Tensor:
+    def __init__(self, strength: float | None = None):
+        self._strength(strength)
+        self.is_identity = True
+
+    def forward(self, x: torch.Tensor, seeds: list[int]) -> torch.Tensor:
         return x

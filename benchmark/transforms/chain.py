@@ -1,0 +1,104 @@
+"""Any list of transforms applied in order: `transform=chain transform.steps=[resize,jpeg]`.
+
+Each step is one of
+- the name of a config of the transform group (`jpeg`): configs/transform/jpeg.yaml,
+- that name with overrides (`{jpeg: {quality: 50}}`), merged onto that file,
+- a full config with its own `_target_`,
+and is built through the same `build()` as every component, so it is checked the
+same way. A step may keep a new size (`{resize: {restore: false}}` uploads a
+small picture to the next step); the chain restores the input size at its end
+(`restore: true`, bicubic: Pillow, or PyTorch when every step is differentiable).
+
+Each step draws from its own seeds, derived from the image's seed and the step's
+position, so two random steps do not repeat each other's noise. `strength`, when
+set, is given to every step. The chain's version folds in its steps' resolved
+configs and versions, so editing a step's YAML file invalidates cached outputs.
+"""
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from benchmark.build import build
+from benchmark.errors import BenchError, check
+from benchmark.images import derive_seed, from_pil, to_pil
+from benchmark.paths import config_dir
+from benchmark.transforms.base import Transform, check_flag, check_strength
+from benchmark.transforms.resize import resize_pil, resize_tensor
+
+
+def transform_config(name: str, where: str) -> dict:
+    """configs/transform/<name>.yaml as a plain dict."""
+    folder = config_dir() / "transform"
+    path = folder / f"{name}.yaml"
+    if "/" in name or not path.is_file():
+        available = sorted(p.stem for p in folder.glob("*.yaml"))
+        raise BenchError(f"{where}: no transform config named {name!r}; "
+                         f"choose from {', '.join(available)}")
+    return _resolve(OmegaConf.load(Path(path)), where)
+
+
+def _resolve(cfg, where: str) -> dict:
+    try:
+        return OmegaConf.to_container(OmegaConf.create(cfg), resolve=True)
+    except OmegaConfBaseException as e:
+        raise BenchError(f"{where}: cannot resolve the step's config ({e}); give the step as "
+                         f"a full config with its values instead") from e
+
+
+def step_config(step, where: str) -> dict:
+    if isinstance(step, str):
+        return transform_config(step, where)
+    if isinstance(step, dict) and "_target_" in step:
+        return _resolve(step, where)
+    if isinstance(step, dict) and len(step) == 1:
+        (name, overrides), = step.items()
+        check(where, str(name), overrides, overrides is None or isinstance(overrides, dict),
+              "a mapping of parameter overrides, e.g. {jpeg: {quality: 50}}")
+        base = OmegaConf.create(transform_config(str(name), where))
+        return _resolve(OmegaConf.merge(base, overrides or {}), where)
+    raise BenchError(f"{where}: a step is a transform name (jpeg), a name with overrides "
+                     f"({{jpeg: {{quality: 50}}}}) or a config with _target_; got {step!r}")
+
+
+class Chain(Transform):
+    name = "chain"
+
+    def __init__(self, steps: list = ("resize", "jpeg"), restore: bool = True,
+                 strength: float | None = None):
+        strength = check_strength(self.name, strength)
+        check(self.name, "steps", steps, isinstance(steps, (list, tuple)) and len(steps) > 0,
+              "a non-empty list of transforms")
+        self.restore = check_flag(self.name, "restore", restore)
+        self.configs, self.steps = [], []
+        for i, step in enumerate(steps):
+            where = f"chain.steps[{i}]"
+            cfg = step_config(step, where)
+            if strength is not None:
+                cfg["strength"] = strength
+            self.configs.append(cfg)
+            self.steps.append(build(cfg, where))
+        self.strength = strength
+        self.random = any(s.random for s in self.steps)
+        self.differentiable = all(s.differentiable for s in self.steps)
+        self.is_identity = all(s.is_identity for s in self.steps)
+        self.changes_size = not restore and any(s.changes_size for s in self.steps)
+        identity = json.dumps([[c, s.version] for c, s in zip(self.configs, self.steps)],
+                              sort_keys=True)
+        self.version = "1+" + hashlib.sha256(identity.encode()).hexdigest()[:16]
+
+    def forward(self, x: torch.Tensor, seeds: list[int]) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        y = x
+        for i, step in enumerate(self.steps):
+            y = step(y, [derive_seed(s, f"step{i}", "chain") for s in seeds])
+        if not self.restore or y.shape[-2:] == (height, width):
+            return y
+        if self.differentiable:
+            return resize_tensor(y, (width, height), "bicubic", antialias=True)
+        return torch.stack([from_pil(resize_pil(to_pil(yi), (width, height), "bicubic"))
+                            for yi in y]).to(x.device)
