@@ -1,0 +1,74 @@
+"""LPIPS (Zhang, Isola, Efros, Shechtman & Wang, "The Unreasonable Effectiveness of Deep
+Features as a Perceptual Metric", CVPR 2018), through the authors' `lpips` package.
+
+Version 0.1 linear heads (shipped inside the package) on an ImageNet backbone:
+AlexNet by default (the authors' recommended forward metric), `net: vgg` for
+VGG16 (closer to a "perceptual loss"), `net: squeeze` for SqueezeNet 1.1. Images
+go in as [0, 1] and are mapped to [-1, 1] as the package expects. Lower = more
+similar; identical images give 0.
+
+The backbone weights are torchvision's ImageNet checkpoints, which the package
+downloads on first use. Offline they must already be in torch's hub cache,
+`$TORCH_HOME/hub/checkpoints/` (default `~/.cache/torch/hub/checkpoints/`):
+`alexnet-owt-7be5be79.pth`, `vgg16-397923af.pth` or `squeezenet1_1-b8a52dc0.pth`.
+Where the file is missing the metric is reported unavailable (one warning naming
+the file and that folder, no rows), never computed on random weights.
+"""
+
+import warnings
+from pathlib import Path
+
+import torch
+
+from benchmark.errors import check
+from benchmark.metrics.base import Metric
+from benchmark.models import resolve_device, shared
+
+NETS = ("alex", "vgg", "squeeze")
+
+
+def backbone_checkpoint(net: str) -> Path:
+    """Where torchvision keeps (and looks for) the ImageNet weights of `net`."""
+    from torchvision.models import AlexNet_Weights, SqueezeNet1_1_Weights, VGG16_Weights
+
+    url = {"alex": AlexNet_Weights, "vgg": VGG16_Weights,
+           "squeeze": SqueezeNet1_1_Weights}[net].IMAGENET1K_V1.url
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+
+
+def load_lpips(net: str, device: torch.device, random_backbone: bool = False) -> torch.nn.Module:
+    import lpips
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torchvision's `pretrained=` deprecation, verbose prints
+        model = lpips.LPIPS(net=net, version="0.1", pnet_rand=random_backbone, verbose=False)
+    model.eval().requires_grad_(False)
+    return model.to(device)
+
+
+class LPIPS(Metric):
+    name = "lpips"
+    higher_is_better = False
+
+    def __init__(self, net: str = "alex", device: str = "auto", random_backbone: bool = False):
+        check(self.name, "net", net, net in NETS, f"one of {NETS}")
+        self.net, self.device = net, resolve_device(device)
+        # Only for tests of the plumbing: the numbers mean nothing with a random backbone.
+        self.random_backbone = bool(random_backbone)
+        checkpoint = backbone_checkpoint(net)
+        if not self.random_backbone and not checkpoint.is_file():
+            self.unavailable(f"the {net} backbone weights are not in torch's hub cache: put "
+                             f"{checkpoint.name} into {checkpoint.parent} (set TORCH_HOME to "
+                             f"use another cache; torchvision downloads it where there is "
+                             f"internet access)")
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return shared(("lpips", self.net, self.random_backbone, str(self.device)),
+                      lambda: load_lpips(self.net, self.device, self.random_backbone))
+
+    def update(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        a = a.to(self.device, torch.float32) * 2 - 1
+        b = b.to(self.device, torch.float32) * 2 - 1
+        with torch.no_grad():
+            return self.model(a, b).flatten().double().cpu()

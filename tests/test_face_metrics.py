@@ -1,0 +1,76 @@
+"""Face metrics (FDFR, ISM) with dlib's real offline models on the shipped portraits."""
+
+import logging
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from benchmark.data.portraits import PortraitsDataset
+from benchmark.errors import ConfigValueError
+from benchmark.metrics.face import FDFR, ISM
+from benchmark.models.face import SAME_PERSON_DISTANCE
+
+OBAMA = ("obama-1", "obama-2", "obama-3")
+
+
+@pytest.fixture(scope="module")
+def faces():
+    """Every portrait at 128 px and its [faces found, descriptor] embedding (HOG: fast)."""
+    d = PortraitsDataset(resolution=128)
+    samples = [d.load(i) for i in range(len(d))]
+    x = torch.stack([s.x for s in samples])
+    metric = ISM(detector="hog")
+    return [s.image_id for s in samples], x, metric, metric.embedder(x)
+
+
+def test_every_portrait_has_one_face(faces):
+    _, _, _, emb = faces
+    assert (emb[:, 0] == 1).all()
+    assert torch.isfinite(emb[:, 1:]).all()
+
+
+def test_the_three_obama_photos_match_and_different_people_do_not(faces):
+    ids, _, metric, emb = faces
+    desc = emb[:, 1:].double().numpy()
+    n = len(ids)
+    ism = metric.update(emb.repeat_interleave(n, 0), emb.repeat(n, 1)).view(n, n).numpy()
+    same = [(i, j) for i in range(n) for j in range(n) if i < j and ids[i] in OBAMA and ids[j] in OBAMA]
+    different = [(i, j) for i in range(n) for j in range(n) if i < j and (ids[i] in OBAMA) + (ids[j] in OBAMA) < 2]
+    assert len(same) == 3 and len(different) == 18
+    for i, j in same:
+        assert np.linalg.norm(desc[i] - desc[j]) < SAME_PERSON_DISTANCE
+    for i, j in different:
+        assert np.linalg.norm(desc[i] - desc[j]) > SAME_PERSON_DISTANCE
+    assert min(ism[i, j] for i, j in same) > max(ism[i, j] for i, j in different)
+    assert np.allclose(np.diag(ism), 1.0)  # identical inputs: the perfect score
+
+
+def test_the_cnn_detector_gives_the_same_identities(faces):
+    ids, x, _, hog = faces
+    cnn = ISM(detector="cnn").embedder(x[:3])
+    assert (cnn[:, 0] == 1).all()
+    # Same landmarks model and ResNet, slightly different boxes: descriptors stay close.
+    assert (torch.linalg.norm(cnn[:, 1:] - hog[:3, 1:], dim=1) < 0.15).all()
+
+
+def test_no_face_means_detection_failure_and_no_ism_value_not_zero(faces, caplog):
+    _, x, metric, emb = faces
+    blank = torch.full((2, 3, 128, 128), 0.5)
+    blank[1, :, 40:90, 40:90] = 0.2  # a grey square is no face either
+    none = metric.embedder(blank)
+    assert (none[:, 0] == 0).all() and torch.isnan(none[:, 1:]).all()
+    fdfr = FDFR(detector="hog")
+    assert fdfr.update(torch.cat([none, emb[:2]]), torch.cat([emb[:2], none])).tolist() == \
+        [1.0, 1.0, 0.0, 0.0]
+    with caplog.at_level(logging.WARNING):
+        values = metric.update(torch.cat([none[:1], emb[:1]]), torch.cat([emb[:1], emb[:1]]))
+    assert math.isnan(values[0].item()) and values[1].item() == pytest.approx(1.0)
+    assert any("no face" in r.getMessage() for r in caplog.records)
+
+
+def test_face_metrics_share_one_cached_embedding_and_check_options():
+    assert FDFR(detector="hog").embedder_config == ISM(detector="hog").embedder_config
+    with pytest.raises(ConfigValueError, match="detector"):
+        ISM(detector="retinaface")
