@@ -90,45 +90,57 @@ def _strength_axes(samples: pd.DataFrame) -> dict[str, tuple[str | None, dict[st
     return axes
 
 
-def robustness_curves(dirs: list, metric: str, pair: str, out: str | Path,
-                      where: dict | None = None, formats=("png", "pdf")) -> list[Path]:
-    samples = _filter(load_samples(dirs), where or {})
+def curve_points(samples: pd.DataFrame, metric: str, pair: str) -> pd.DataFrame:
+    """The points of the robustness curves: per transform family, strength and defense, the
+    mean over images and its 95% t half-width (family `identity` gives the reference)."""
     chosen = _select(samples, metric, pair)
     if chosen.empty:
         raise BenchError(f"no rows for --metric {metric} --pair {pair}")
     if chosen["generator"].nunique() > 1 or chosen["dataset"].nunique() > 1:
         raise BenchError("several generators or datasets in these results: choose one with "
                          "--where generator=... / --where dataset=...")
-    direction = metric_directions(list(chosen["job"].unique())).get(metric)
     axes = _strength_axes(chosen)
-    identity = chosen[chosen["transform"].map(_base) == "identity"]
-    families = [f for f in axes if f != "identity"]
+    out = []
+    for family, (key, values) in axes.items():
+        rows = chosen[chosen["transform"].map(_base) == family]
+        strength = rows["job"].map(values)
+        for (defense, x), group in rows.groupby([rows["defense"], strength], sort=False):
+            v = group["value"].to_numpy(dtype=float)
+            set_level = (group["image_id"] == "*").all()
+            std = float(np.std(v, ddof=1)) if len(v) > 1 else math.nan
+            half = math.nan if set_level else _ci_halfwidth(std, len(v))
+            out.append({"family": family, "key": key, "strength": x, "defense": defense,
+                        "mean": float(np.mean(v)), "half": half, "n": len(v)})
+    return pd.DataFrame(out).sort_values(["family", "defense", "strength"], ignore_index=True)
+
+
+def robustness_curves(dirs: list, metric: str, pair: str, out: str | Path,
+                      where: dict | None = None, formats=("png", "pdf")) -> list[Path]:
+    samples = _filter(load_samples(dirs), where or {})
+    points = curve_points(samples, metric, pair)
+    direction = metric_directions(list(samples["job"].unique())).get(metric)
+    identity = points[points["family"] == "identity"]
+    families = [f for f in dict.fromkeys(points["family"]) if f != "identity"]
     if not families:
         raise BenchError("no transformed jobs to plot (only transform=identity)")
-    defenses = list(dict.fromkeys(chosen["defense"]))
+    defenses = list(dict.fromkeys(points["defense"]))
     colors = {d: plt.cm.tab10(i % 10) for i, d in enumerate(defenses)}
     fig, panels = plt.subplots(1, len(families), figsize=(4.2 * len(families), 3.4),
                                squeeze=False, sharey=True)
     arrow = "" if direction is None else (" ↑" if direction else " ↓")
     for ax, family in zip(panels[0], families):
-        key, values = axes[family]
-        rows = chosen[chosen["transform"].map(_base) == family].copy()
-        rows["strength"] = rows["job"].map(values)
+        rows = points[points["family"] == family]
+        key = rows["key"].iloc[0]
         for defense in defenses:
             mine = rows[rows["defense"] == defense]
             if mine.empty:
                 continue
-            points = []
-            for x, group in mine.groupby("strength"):
-                v = group["value"].to_numpy(dtype=float)
-                half = 0.0 if (group["image_id"] == "*").all() else _ci_halfwidth(
-                    float(np.std(v, ddof=1)) if len(v) > 1 else math.nan, len(v))
-                points.append((x, float(np.mean(v)), 0.0 if math.isnan(half) else half))
-            xs, ys, hs = map(np.array, zip(*sorted(points)))
+            xs, ys = mine["strength"].to_numpy(), mine["mean"].to_numpy()
+            hs = mine["half"].fillna(0.0).to_numpy()
             ax.plot(xs, ys, marker="o", color=colors[defense], label=defense)
             if hs.any():
                 ax.fill_between(xs, ys - hs, ys + hs, color=colors[defense], alpha=0.15, lw=0)
-            ref = identity[identity["defense"] == defense]["value"]
+            ref = identity[identity["defense"] == defense]["mean"]
             if len(ref):
                 ax.axhline(float(ref.mean()), color=colors[defense], ls=":", lw=1)
         if key in WEAKER_WHEN_LARGER:
@@ -137,8 +149,8 @@ def robustness_curves(dirs: list, metric: str, pair: str, out: str | Path,
         ax.set_title(family)
         ax.grid(alpha=0.3)
     panels[0][0].set_ylabel(f"{metric}{arrow} on {pair}")
-    handles, names = panels[0][0].get_legend_handles_labels()
-    for ax in panels[0][1:]:
+    handles, names = [], []
+    for ax in panels[0]:
         for h, n in zip(*ax.get_legend_handles_labels()):
             if n not in names:
                 handles.append(h)
@@ -161,25 +173,30 @@ def _transform_cost(job: Path) -> float:
     return math.nan
 
 
-def purifier_cost(dirs: list, metric: str, out: str | Path, pair: str = "fidelity",
-                  where: dict | None = None, formats=("png", "pdf")) -> list[Path]:
-    samples = _filter(load_samples(dirs), where or {})
+def cost_table(samples: pd.DataFrame, metric: str, pair: str = "fidelity") -> pd.DataFrame:
+    """Per purifier (transform label): mean quality on protected images and seconds per image."""
     chosen = _select(samples, metric, pair)
     if chosen.empty:
         raise BenchError(f"no rows for --metric {metric} --pair {pair}")
     protected = chosen[chosen["defense"].map(_base) != "none"]
     if not protected.empty:  # a purifier is judged on protected images
         chosen = protected
-    defenses = ", ".join(dict.fromkeys(chosen["defense"]))
-    direction = metric_directions(list(chosen["job"].unique())).get(metric)
     rows = []
     for transform, group in chosen.groupby("transform", sort=False):
         costs = [c for c in (_transform_cost(Path(j)) for j in group["job"].unique())
                  if not math.isnan(c)]
-        v = group["value"].to_numpy(dtype=float)
-        rows.append({"transform": transform, "quality": float(np.mean(v)),
-                     "cost": float(np.median(costs)) if costs else math.nan})
-    table = pd.DataFrame(rows)
+        rows.append({"transform": transform, "quality": float(group["value"].mean()),
+                     "cost": float(np.median(costs)) if costs else math.nan,
+                     "defenses": ", ".join(dict.fromkeys(group["defense"]))})
+    return pd.DataFrame(rows)
+
+
+def purifier_cost(dirs: list, metric: str, out: str | Path, pair: str = "fidelity",
+                  where: dict | None = None, formats=("png", "pdf")) -> list[Path]:
+    samples = _filter(load_samples(dirs), where or {})
+    table = cost_table(samples, metric, pair)
+    defenses = ", ".join(dict.fromkeys(", ".join(table["defenses"]).split(", ")))
+    direction = metric_directions(list(samples["job"].unique())).get(metric)
     if direction is not None:
         table = table.sort_values("quality", ascending=not direction)
     y = np.arange(len(table))

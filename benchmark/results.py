@@ -118,7 +118,11 @@ def sweep_summary(sweep_dir: str | Path) -> pd.DataFrame:
     """One table for a sweep: every job's summary rows, and one row per failed or unfinished job."""
     sweep_dir = Path(sweep_dir)
     frames = []
-    for status_file in sorted(sweep_dir.rglob("status.json"), key=lambda p: str(p)):
+    def job_order(path: Path):  # Hydra numbers the jobs: 0_..., 1_..., 10_...
+        head = path.relative_to(sweep_dir).parts[0].split("_", 1)[0]
+        return (int(head) if head.isdigit() else math.inf, str(path))
+
+    for status_file in sorted(sweep_dir.rglob("status.json"), key=job_order):
         job = status_file.parent
         status = read_status(job)
         name = job.relative_to(sweep_dir).as_posix()
