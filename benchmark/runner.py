@@ -121,7 +121,12 @@ class Job:
         self.generator = build(cfg.generator, "generator")
         self.defense = build(cfg.defense, "defense")
         self.metrics = {name: build(mcfg, f"metric.{name}") for name, mcfg in cfg.metric.items()}
-        for name, metric in self.metrics.items():
+        for name, metric in list(self.metrics.items()):
+            if not getattr(metric, "available", True):  # weights missing: warn once, no rows
+                log.warning("metric %s is unavailable, it writes no rows: %s", name,
+                            metric.unavailable_reason)
+                del self.metrics[name]
+                continue
             metric.name = name
             if metric.relative_to and metric.relative_to not in PAIRS:
                 raise BenchError(f"metric.{name}: relative_to={metric.relative_to!r} is not a pair")
@@ -337,10 +342,13 @@ class Job:
                         continue
                     rows.append({**base, "image_id": image_id, "seed": self.seed, "pair": pair,
                                  "metric": metric_name, "value": value, "n": 1})
-                if dropped:
+                if dropped and metric.relative_to:
                     log.warning("%s on pair %s: unavailable for %d image(s) (its reference "
                                 "pair %s is zero: the defense does not move the encoder)",
                                 metric_name, pair, dropped, metric.relative_to)
+                elif dropped:  # NaN = no value for that image (e.g. no face found)
+                    log.warning("%s on pair %s: no value for %d image(s)", metric_name, pair,
+                                dropped)
         stats = {
             "stages": {stage: asdict(s) for stage, s in self.stats.items()},
             "images": len(image_ids),
