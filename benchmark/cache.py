@@ -98,7 +98,7 @@ class _Heartbeat:
                 try:
                     os.utime(path)
                 except OSError:
-                    pass  # broken by another job as stale: it recomputes, we still write whole files
+                    pass  # broken as stale by another job: it recomputes; files stay whole
 
 
 class ArtifactCache:
@@ -166,7 +166,7 @@ class ArtifactCache:
     def load_or_compute(self, stage: str, keys: list[str], load: Callable[[str], Any],
                         compute: Callable[[list[int]], list[Any]], poll: float = 0.05,
                         ) -> tuple[list[Any], int, int]:
-        """Every entry of `keys`: read it, or claim and compute it, or wait for the job computing it.
+        """Every entry of `keys`: read it, or claim and compute it, or wait for its computer.
 
         `load(key)` returns the entry or None; `compute(indices)` makes and stores the entries
         of those indices (as one batch) and returns them. Returns (values, computed, waited).

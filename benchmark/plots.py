@@ -22,14 +22,20 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
-from matplotlib.transforms import blended_transform_factory  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
+from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
 from benchmark.errors import BenchError  # noqa: E402
 from benchmark.results import (  # noqa: E402
-    _ci_halfwidth, _filter, _select, job_config, job_dirs, load_samples, metric_directions,
+    _ci_halfwidth,
+    _filter,
+    _select,
+    job_config,
+    job_dirs,
+    load_samples,
+    metric_directions,
 )
 
 # Transform parameters whose *smaller* values are the stronger transformation.

@@ -19,6 +19,7 @@ transformation moved the edit away from the protected edit.
 import io
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -145,6 +146,11 @@ def sweep_summary(sweep_dir: str | Path) -> pd.DataFrame:
 
 # -- reading results back -----------------------------------------------------------------------
 
+def _natural(path: Path) -> list:
+    """Sort key: 2_... before 10_... (Hydra numbers the jobs of a sweep)."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(path))]
+
+
 def job_dirs(dirs: list[str | Path]) -> list[Path]:
     found = []
     for d in dirs:
@@ -152,7 +158,7 @@ def job_dirs(dirs: list[str | Path]) -> list[Path]:
         if d.is_file() and d.name == "samples.csv":
             found.append(d.parent)
         elif d.is_dir():
-            found += sorted(p.parent for p in d.rglob("samples.csv"))
+            found += sorted((p.parent for p in d.rglob("samples.csv")), key=_natural)
         else:
             raise BenchError(f"{d}: not a job or sweep directory (no such directory)")
     if not found:
@@ -394,7 +400,8 @@ def make_table(samples: pd.DataFrame, rows: str, cols: str, metric: str | list[s
 def _tex(text) -> str:
     out = str(text)
     for a, b in (("\\", "\\textbackslash{}"), ("&", "\\&"), ("%", "\\%"), ("_", "\\_"),
-                 ("#", "\\#"), ("{", "\\{"), ("}", "\\}"), ("±", "$\\pm$"), ("−", "$-$"), ("×", "$\\times$"),
+                 ("#", "\\#"), ("{", "\\{"), ("}", "\\}"), ("±", "$\\pm$"), ("−", "$-$"),
+                 ("×", "$\\times$"),
                  ("~", "\\textasciitilde{}"), ("^", "\\textasciicircum{}")):
         out = out.replace(a, b)
     return out.replace("\\textbackslash\\{\\}", "\\textbackslash{}")
@@ -486,7 +493,8 @@ def compare_reported(samples: pd.DataFrame, reported: str | Path, metrics: list[
             c = _Cell(group["value"].to_numpy(dtype=float), (group["image_id"] == "*").all(),
                       agg, seed)
             out.append({**base, "ours (label)": f"{defense} × {transform}",
-                        "ours": c.text(False, fmt), "ours − paper": f"{c.mean - base['paper']:+.4f}"})
+                        "ours": c.text(False, fmt),
+                        "ours − paper": f"{c.mean - base['paper']:+.4f}"})
     table = pd.DataFrame(out)
     table["paper"] = table["paper"].map(_number)
     table = table[["defense", "metric", "ours (label)", "ours", "paper", "ours − paper", "table",

@@ -14,13 +14,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from conftest import TINY, bench
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 from PIL import Image
 
 from benchmark.cache import ArtifactCache
 from benchmark.paths import config_dir, portraits_dir
-from conftest import TINY, bench
 
 FORK = multiprocessing.get_context("fork")
 KEYS = [f"{i:02x}" * 32 for i in range(4)]
