@@ -1,8 +1,13 @@
 """Full-reference pixel metrics: PSNR, SSIM (Wang et al. 2004) and MS-SSIM (Wang et al. 2003).
 
-All three run batched in torch (float64, on `device`: the GPU where there is one)
-and equal scikit-image's values, which stay available as `backend: skimage`
-for PSNR and SSIM (MS-SSIM has no scikit-image counterpart).
+All three run batched in torch on `device` (the GPU where there is one) and
+equal scikit-image's values, which stay available as `backend: skimage` for
+PSNR and SSIM (MS-SSIM has no scikit-image counterpart). PSNR is computed in
+float64 (equal to 1e-12 dB). SSIM and MS-SSIM default to float32 (`dtype:
+float32`), within 2e-5 of scikit-image's float64 on the shipped portraits
+(largest difference measured: 1.2e-5, on JPEG at quality 20-90, 64-512 px);
+`dtype: float64` agrees to 1e-12 but is slow on CPUs (torch has no fast float64
+depthwise convolution there).
 
 SSIM, as scikit-image computes it with `gaussian_weights=True, sigma=1.5,
 use_sample_covariance=False, data_range=1` (the settings of Wang et al. 2004):
@@ -42,6 +47,7 @@ K1, K2 = 0.01, 0.03
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 BACKENDS = ("torch", "skimage")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+CPU_BAND_ROWS = 48
 
 
 def gaussian_window(sigma: float = 1.5, truncate: float = 3.5) -> torch.Tensor:
@@ -86,6 +92,33 @@ def ssim_maps(a: torch.Tensor, b: torch.Tensor, taps: torch.Tensor, cov_norm: fl
     mu_a, mu_b = mu_a.add_(offset_a), mu_b.add_(offset_b)
     luminance = (mu_a * mu_b).mul_(2).add_(c1).div_(mu_a.square_().add_(mu_b.square_()).add_(c1))
     return luminance.mul_(cs), cs
+
+
+def mean_ssim_cs(a: torch.Tensor, b: torch.Tensor, taps: torch.Tensor,
+                 cov_norm: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean SSIM and mean contrast-structure term per image and channel (N, C), float64.
+
+    On the CPU each image is processed in bands of rows (with the window's halo): the
+    intermediate maps then stay in cache, which makes it 3-5 times faster than one pass
+    over a batch of 512 px images. On a GPU the whole batch goes at once.
+    """
+    n, c, h, w = a.shape
+    k = len(taps)
+    valid_rows, valid_cols = h - k + 1, w - k + 1
+    if a.device.type != "cpu":
+        ssim, cs = ssim_maps(a, b, taps, cov_norm)
+        return ssim.double().mean(dim=(2, 3)), cs.double().mean(dim=(2, 3))
+    ssim_sum = torch.zeros(n, c, dtype=torch.float64)
+    cs_sum = torch.zeros(n, c, dtype=torch.float64)
+    for i in range(n):
+        for top in range(0, valid_rows, CPU_BAND_ROWS):
+            bottom = min(top + CPU_BAND_ROWS, valid_rows) + k - 1
+            ssim, cs = ssim_maps(a[i:i + 1, :, top:bottom], b[i:i + 1, :, top:bottom], taps,
+                                 cov_norm)
+            ssim_sum[i] += ssim[0].double().sum(dim=(1, 2))
+            cs_sum[i] += cs[0].double().sum(dim=(1, 2))
+    count = valid_rows * valid_cols
+    return ssim_sum / count, cs_sum / count
 
 
 class _PixelMetric(Metric):
@@ -147,8 +180,8 @@ class SSIM(_PixelMetric):
         if min(a.shape[-2:]) < len(self.taps):
             raise ValueError(f"ssim: images of {tuple(a.shape[-2:])} px are smaller than the "
                              f"{len(self.taps)}x{len(self.taps)} window")
-        ssim, _ = ssim_maps(a, b, self.taps, self.cov_norm)
-        return ssim.flatten(1).double().mean(dim=1).cpu()
+        ssim, _ = mean_ssim_cs(a, b, self.taps, self.cov_norm)
+        return ssim.mean(dim=1).cpu()
 
     def _skimage(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         from skimage.metrics import structural_similarity
@@ -184,9 +217,8 @@ class MSSSIM(_PixelMetric):
         for scale in range(len(MS_SSIM_WEIGHTS)):
             if scale:
                 a, b = F.avg_pool2d(a, 2), F.avg_pool2d(b, 2)
-            ssim, cs = ssim_maps(a, b, self.taps)
-            last = scale == len(MS_SSIM_WEIGHTS) - 1
-            terms.append((ssim if last else cs).flatten(2).mean(dim=2))  # (N, C)
-        stacked = torch.stack(terms, dim=-1).double().clamp_min(0)  # (N, C, scales)
+            ssim, cs = mean_ssim_cs(a, b, self.taps)  # (N, C) each
+            terms.append(ssim if scale == len(MS_SSIM_WEIGHTS) - 1 else cs)
+        stacked = torch.stack(terms, dim=-1).clamp_min(0)  # (N, C, scales)
         per_channel = (stacked ** self.weights.to(stacked)).prod(dim=-1)
         return per_channel.mean(dim=1).cpu()
