@@ -5,7 +5,9 @@ Each step is one of
 - that name with overrides (`{jpeg: {quality: 50}}`), merged onto that file,
 - a full config with its own `_target_`,
 and is built through the same `build()` as every component, so it is checked the
-same way. A step may keep a new size (`{resize: {restore: false}}` uploads a
+same way. A step's file is read as it is: its per-scale variants (defaults list) do
+not apply, and interpolations such as `${device}` need an override
+(`{diffpure: {device: cuda}}`). A step may keep a new size (`{resize: {restore: false}}` uploads a
 small picture to the next step); the chain restores the input size at its end
 (`restore: true`, bicubic: Pillow, or PyTorch when every step is differentiable).
 
@@ -39,7 +41,9 @@ def transform_config(name: str, where: str) -> dict:
         available = sorted(p.stem for p in folder.glob("*.yaml"))
         raise BenchError(f"{where}: no transform config named {name!r}; "
                          f"choose from {', '.join(available)}")
-    return _resolve(OmegaConf.load(Path(path)), where)
+    cfg = OmegaConf.load(Path(path))
+    cfg.pop("defaults", None)  # per-scale variants apply to the top-level transform only
+    return _resolve(cfg, where)
 
 
 def _resolve(cfg, where: str) -> dict:
