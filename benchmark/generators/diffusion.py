@@ -59,15 +59,16 @@ class DiffusionEditor(Generator):
         check(name, "negative_prompt", negative_prompt, isinstance(negative_prompt, str),
               "a string ('' for none)")
         check(name, "resolution", resolution,
-              resolution is None or (isinstance(resolution, int) and resolution >= 8
-                                     and resolution % 8 == 0),
+              resolution is None
+              or (isinstance(resolution, int) and resolution >= 8 and resolution % 8 == 0),
               "null (the input's size) or a multiple of 8 (pixels)")
         check(name, "dtype", dtype, dtype in DTYPES, f"one of {list(DTYPES)}")
         check(name, "compile", compile, isinstance(compile, bool), "true or false")
         check(name, "max_batch", max_batch, isinstance(max_batch, int) and max_batch >= 1,
               "an integer >= 1")
         self.model, self.prompts, self.steps, self.guidance = model, list(prompts), steps, guidance
-        self.scheduler, self.negative_prompt, self.resolution = scheduler, negative_prompt, resolution
+        self.scheduler, self.negative_prompt = scheduler, negative_prompt
+        self.resolution = resolution
         self.dtype, self.compile, self.max_batch = dtype, compile, max_batch
         self.device = resolve_device(device)
         require_parts(model)  # a missing model stops the job before any compute
@@ -128,11 +129,11 @@ class DiffusionEditor(Generator):
         x = self.prepare(x).cpu()
         pipe = self.pipeline
         pipe.scheduler = self.components.make_scheduler(self.scheduler)  # fresh state per call
-        common = dict(
-            prompt=[self.prompt_for(s) for s in seeds],
-            negative_prompt=[self.negative_prompt] * len(seeds) if self.negative_prompt else None,
-            num_inference_steps=self.steps, guidance_scale=self.guidance,
-            generator=[generator_for(s) for s in seeds], output_type="pt")
+        negative = [self.negative_prompt] * len(seeds) if self.negative_prompt else None
+        common = {
+            "prompt": [self.prompt_for(s) for s in seeds], "negative_prompt": negative,
+            "num_inference_steps": self.steps, "guidance_scale": self.guidance,
+            "generator": [generator_for(s) for s in seeds], "output_type": "pt"}
         with torch.no_grad():
             y = self.call_pipeline(pipe, x, seeds, common)
         return y.float().clamp(0, 1).cpu()

@@ -27,3 +27,8 @@ def shared(key: tuple, load: Callable[[], Any]) -> Any:
     if key not in _LOADED:
         _LOADED[key] = load()
     return _LOADED[key]
+
+
+def forget() -> None:
+    """Drop every shared model (their memory is freed once no one else holds them)."""
+    _LOADED.clear()

@@ -26,7 +26,7 @@ from torch import nn
 from benchmark.errors import BenchError, MissingModelError
 from benchmark.models import DTYPES, resolve_device, shared
 from benchmark.models.hub import hub_cache_dir, is_path
-from benchmark.models.tiny import is_tiny
+from benchmark.models.tiny import is_builtin
 
 SCHEDULERS = {
     "default": None,  # the one the model ships with (PNDM for SD 1.5)
@@ -74,10 +74,10 @@ def _module(part: str, model: str, subfolder: str | None, dtype: str, device) ->
     def load() -> nn.Module:
         from benchmark.models import tiny
 
-        if is_tiny(model):
-            tiny.check_tiny(model)
+        if is_builtin(model):
+            tiny.check_builtin(model)
             module = {"vae": tiny.tiny_vae, "text_encoder": tiny.tiny_text_encoder,
-                      "unet": lambda: tiny.tiny_unet(model)}[part]()
+                      "unet": tiny.tiny_unet}[part](model)
             # nn.Module.to: diffusers' own `to` warns about fp32-kept modules tiny ones lack
             return frozen(nn.Module.to(module, device=device, dtype=torch_dtype(dtype)))
         import diffusers
@@ -108,9 +108,9 @@ def load_tokenizer(model: str, subfolder: str | None = "tokenizer"):
     def load():
         from benchmark.models import tiny
 
-        if is_tiny(model):
-            tiny.check_tiny(model)
-            return tiny.tiny_tokenizer()
+        if is_builtin(model):
+            tiny.check_builtin(model)
+            return tiny.tiny_tokenizer(model)
         from transformers import CLIPTokenizer
 
         return _from_pretrained(CLIPTokenizer, model, subfolder)
@@ -123,9 +123,9 @@ def load_scheduler_config(model: str, subfolder: str | None = "scheduler") -> di
     def load() -> dict:
         from benchmark.models import tiny
 
-        if is_tiny(model):
-            tiny.check_tiny(model)
-            scheduler = tiny.tiny_scheduler()
+        if is_builtin(model):
+            tiny.check_builtin(model)
+            scheduler = tiny.tiny_scheduler(model)
             return {**dict(scheduler.config), "_class_name": type(scheduler).__name__}
         from diffusers import DDPMScheduler
 

@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 import torch
 
 from benchmark.errors import BenchError, MissingModelError
-from benchmark.models.tiny import NOTICE, check_tiny, is_tiny
+from benchmark.models.tiny import NOTICE, check_builtin, is_builtin
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth", ".msgpack", ".h5", ".onnx",
                    ".onnx_data", ".pb", ".tflite", ".ot", ".gguf")
@@ -53,8 +53,8 @@ def cached_file(model: str, filename: str) -> str | None:
 
 def require_local(model: str, probe_file: str) -> None:
     """Fail early, without loading, when `model` is neither a local directory nor cached."""
-    if is_tiny(model):
-        check_tiny(model)
+    if is_builtin(model):
+        check_builtin(model)
         return
     if is_path(model):
         path = Path(model).expanduser()
@@ -67,7 +67,8 @@ def require_local(model: str, probe_file: str) -> None:
 
 def require_parts(model: str, parts: tuple[str, ...] = SD_SUBFOLDERS) -> None:
     """Fail early when any config of a diffusers layout (vae, unet, ...) is absent."""
-    probes = {"tokenizer": "tokenizer/vocab.json", "scheduler": "scheduler/scheduler_config.json"}
+    probes = {"tokenizer": "tokenizer/tokenizer_config.json",
+              "scheduler": "scheduler/scheduler_config.json"}
     missing = []
     for part in parts:
         try:
@@ -81,7 +82,7 @@ def require_parts(model: str, parts: tuple[str, ...] = SD_SUBFOLDERS) -> None:
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    """A state dict from a file: safetensors, else torch.load(weights_only=True) (no pickled code)."""
+    """A state dict from a file: safetensors, else torch.load(weights_only=True), no pickles."""
     path = Path(path)
     if not path.is_file():
         raise MissingModelError(str(path), str(path.parent), "no such file")
@@ -136,8 +137,8 @@ def select_files(files: list[str], everything: bool = False) -> list[str]:
 
 def pull(model: str, everything: bool = False) -> str:
     """Download `model` into the HF cache (the only network access of bench); its local path."""
-    if is_tiny(model) or is_path(model):
-        raise BenchError(f"{model!r} is {'built in' if is_tiny(model) else 'a local path'}; "
+    if is_builtin(model) or is_path(model):
+        raise BenchError(f"{model!r} is {'built in' if is_builtin(model) else 'a local path'}; "
                          f"nothing to download")
     from huggingface_hub import HfApi, snapshot_download
     from huggingface_hub.constants import HF_HUB_OFFLINE
@@ -160,7 +161,7 @@ def _folder_status(model: str, has) -> tuple[str, str]:
         missing = []
         for part in SD_SUBFOLDERS:
             if part == "tokenizer":
-                ok = has("tokenizer/vocab.json")
+                ok = has("tokenizer/tokenizer_config.json")
             elif part == "scheduler":
                 ok = has("scheduler/scheduler_config.json")
             else:
@@ -177,8 +178,8 @@ def _folder_status(model: str, has) -> tuple[str, str]:
 
 def local_status(model: str) -> tuple[str, str]:
     """(present | incomplete | missing | built-in, detail) without loading anything."""
-    if is_tiny(model):
-        check_tiny(model)
+    if is_builtin(model):
+        check_builtin(model)
         return "built-in", NOTICE
     if is_path(model):
         root = Path(model).expanduser()
@@ -219,7 +220,8 @@ def check_report(models: dict[str, list[str]]) -> tuple[str, int]:
         status, detail = local_status(model)
         unusable += status in ("missing", "incomplete")
         where = ", ".join(models[model])
-        lines.append(f"{model:<{width}}  {status:<10}  {where}" + (f" ({detail})" if detail else ""))
+        note = f" ({detail})" if detail else ""
+        lines.append(f"{model:<{width}}  {status:<10}  {where}{note}")
     lines.append(f"\nHugging Face cache: {hub_cache_dir()} (HF_HOME or HF_HUB_CACHE move it)")
     if unusable:
         lines.append(f"{unusable} model(s) not usable offline. Provide each in one of three ways: "

@@ -1,49 +1,51 @@
-"""Tiny, randomly initialised Stable Diffusion components, built in-process from small configs.
+"""Randomly initialised Stable Diffusion components, built in-process from configs: no download.
 
 RANDOM WEIGHTS: the images these models make are meaningless. They exist so
 that every code path that needs diffusion weights (generators, diffusion-targeted
-defenses) runs offline, on a CPU, in seconds: plumbing, tests, `experiment=tiny`.
+defenses) runs offline: plumbing, tests, `experiment=tiny`, speed measurements.
 
 The model ids are recognised everywhere a Hugging Face id or a local path is:
 
     tiny/sd                  SD 1.x layout: UNet with 4 input channels
     tiny/sd-inpaint          inpainting UNet: 9 input channels (latent, mask, masked latent)
     tiny/instruct-pix2pix    InstructPix2Pix UNet: 8 input channels (latent, image latent)
+    random/sd-v1-5           the full-size SD 1.5 architecture (860M-parameter UNet, the
+                             83M VAE, the 123M CLIP ViT-L/14 text encoder): speed and memory
 
-Sizes follow diffusers' own pipeline tests (UNet2DConditionModel with
+The tiny sizes follow diffusers' own pipeline tests (UNet2DConditionModel with
 block_out_channels (32, 64), a two-block AutoencoderKL with 4 latent channels,
-a 5-layer CLIP text encoder with hidden size 32). Weights are drawn from a fixed
-seed, so every process builds the same numbers. The tokenizer is a real CLIP
-byte-level BPE tokenizer over a vocabulary written here: the 256 byte symbols,
-each also as a word end, plus the start/end tokens, and no merges (every word
-is spelled out in characters).
+a 5-layer CLIP text encoder with hidden size 32); they run in seconds on a CPU.
+Weights are drawn from a fixed seed, so every process builds the same numbers.
+The tokenizer is a real CLIP byte-level BPE tokenizer over a vocabulary written
+here: the 256 byte symbols, each also as a word end, plus the start/end tokens,
+and no merges (every word is spelled out in characters).
 """
 
 from contextlib import contextmanager
 
 import torch
 
-TINY_PREFIX = "tiny/"
-UNET_IN_CHANNELS = {"tiny/sd": 4, "tiny/sd-inpaint": 9, "tiny/instruct-pix2pix": 8}
-TINY_MODELS = tuple(UNET_IN_CHANNELS)
-NOTICE = "random weights: meaningless images, for plumbing and tests only"
+UNET_IN_CHANNELS = {"tiny/sd": 4, "tiny/sd-inpaint": 9, "tiny/instruct-pix2pix": 8,
+                    "random/sd-v1-5": 4}
+BUILTIN_MODELS = tuple(UNET_IN_CHANNELS)
+FULL_SIZE = ("random/sd-v1-5",)
+NOTICE = "random weights: meaningless images, for plumbing, tests and speed only"
 
 SEED = 0
-HIDDEN = 32
 MAX_TOKENS = 77
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 
 
-def is_tiny(model: str) -> bool:
-    return str(model).startswith(TINY_PREFIX)
+def is_builtin(model: str) -> bool:
+    return str(model).startswith(("tiny/", "random/"))
 
 
-def check_tiny(model: str) -> None:
+def check_builtin(model: str) -> None:
     if model not in UNET_IN_CHANNELS:
         from benchmark.errors import BenchError
 
-        raise BenchError(f"unknown tiny model {model!r}; the built-in ones are "
-                         f"{', '.join(TINY_MODELS)} ({NOTICE})")
+        raise BenchError(f"unknown built-in model {model!r}; the built-in ones are "
+                         f"{', '.join(BUILTIN_MODELS)} ({NOTICE})")
 
 
 @contextmanager
@@ -77,67 +79,88 @@ def tiny_vocabulary() -> dict[str, int]:
     return vocab
 
 
-def tiny_tokenizer():
+def tiny_tokenizer(model: str = "tiny/sd"):
+    """The same small-vocabulary tokenizer for every built-in model (ids < 1000)."""
     from transformers import CLIPTokenizer
 
+    check_builtin(model)
     return CLIPTokenizer(vocab=tiny_vocabulary(), merges=[], model_max_length=MAX_TOKENS)
 
 
-def tiny_text_encoder():
+def tiny_text_encoder(model: str = "tiny/sd"):
     from transformers import CLIPTextConfig, CLIPTextModel
 
+    check_builtin(model)
     vocab = tiny_vocabulary()
-    config = CLIPTextConfig(
-        vocab_size=1000, hidden_size=HIDDEN, intermediate_size=37, num_hidden_layers=5,
-        num_attention_heads=4, max_position_embeddings=MAX_TOKENS, layer_norm_eps=1e-5,
-        bos_token_id=vocab[BOS], eos_token_id=vocab[EOS], pad_token_id=vocab[EOS])
+    ids = {"bos_token_id": vocab[BOS], "eos_token_id": vocab[EOS], "pad_token_id": vocab[EOS],
+           "max_position_embeddings": MAX_TOKENS}
+    if model in FULL_SIZE:  # CLIP ViT-L/14's text tower, as SD 1.x uses it
+        config = CLIPTextConfig(vocab_size=49408, hidden_size=768, intermediate_size=3072,
+                                num_hidden_layers=12, num_attention_heads=12,
+                                projection_dim=768, hidden_act="quick_gelu", **ids)
+    else:
+        config = CLIPTextConfig(vocab_size=1000, hidden_size=32, intermediate_size=37,
+                                num_hidden_layers=5, num_attention_heads=4, layer_norm_eps=1e-5,
+                                **ids)
     with _seeded(1):
         return CLIPTextModel(config).eval()
 
 
-def tiny_vae():
+def tiny_vae(model: str = "tiny/sd"):
     from diffusers import AutoencoderKL
 
+    check_builtin(model)
+    full = model in FULL_SIZE
+    blocks = (128, 256, 512, 512) if full else (32, 64)
     with _seeded(2):
         return AutoencoderKL(
-            in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(32, 64),
-            down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-            sample_size=64).eval()
+            in_channels=3, out_channels=3, latent_channels=4, block_out_channels=blocks,
+            layers_per_block=2 if full else 1,
+            down_block_types=("DownEncoderBlock2D",) * len(blocks),
+            up_block_types=("UpDecoderBlock2D",) * len(blocks),
+            sample_size=512 if full else 64).eval()
 
 
-def tiny_unet(model: str):
+def tiny_unet(model: str = "tiny/sd"):
     from diffusers import UNet2DConditionModel
 
-    check_tiny(model)
-    with _seeded(3 + TINY_MODELS.index(model)):
-        return UNet2DConditionModel(
-            sample_size=32, in_channels=UNET_IN_CHANNELS[model], out_channels=4,
-            block_out_channels=(32, 64), layers_per_block=2, cross_attention_dim=HIDDEN,
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=8).eval()
+    check_builtin(model)
+    if model in FULL_SIZE:  # SD 1.5's unet/config.json
+        sizes = {"sample_size": 64, "block_out_channels": (320, 640, 1280, 1280),
+                 "cross_attention_dim": 768,
+                 "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+                 "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3}
+    else:
+        sizes = {"sample_size": 32, "block_out_channels": (32, 64), "cross_attention_dim": 32,
+                 "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
+                 "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D")}
+    with _seeded(3 + BUILTIN_MODELS.index(model)):
+        return UNet2DConditionModel(in_channels=UNET_IN_CHANNELS[model], out_channels=4,
+                                    layers_per_block=2, attention_head_dim=8, **sizes).eval()
 
 
-def tiny_scheduler():
+def tiny_scheduler(model: str = "tiny/sd"):
     """SD 1.x's own scheduler settings (PNDM, scaled-linear betas 0.00085..0.012)."""
     from diffusers import PNDMScheduler
 
+    check_builtin(model)
     return PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                          num_train_timesteps=1000, skip_prk_steps=True, set_alpha_to_one=False,
                          steps_offset=1)
 
 
 def save_tiny(model: str, directory) -> None:
-    """Write a tiny model as a diffusers folder (model_index.json + subfolders, safetensors)."""
+    """Write a built-in model as a diffusers folder (model_index.json + subfolders, safetensors)."""
     import json
     from pathlib import Path
 
-    check_tiny(model)
+    check_builtin(model)
     root = Path(directory)
-    tiny_vae().save_pretrained(root / "vae")
+    tiny_vae(model).save_pretrained(root / "vae")
     tiny_unet(model).save_pretrained(root / "unet")
-    tiny_text_encoder().save_pretrained(root / "text_encoder")
-    tiny_tokenizer().save_pretrained(root / "tokenizer")
-    tiny_scheduler().save_pretrained(root / "scheduler")
+    tiny_text_encoder(model).save_pretrained(root / "text_encoder")
+    tiny_tokenizer(model).save_pretrained(root / "tokenizer")
+    tiny_scheduler(model).save_pretrained(root / "scheduler")
     (root / "model_index.json").write_text(json.dumps({
         "_class_name": "StableDiffusionPipeline", "_bench_notice": NOTICE,
         "vae": ["diffusers", "AutoencoderKL"], "unet": ["diffusers", "UNet2DConditionModel"],
