@@ -70,6 +70,9 @@ class Transform:
     random = False  # draws from the per-image seeds
     differentiable = False  # gradients flow from the output back to the input
     changes_size = False  # the output keeps the size the transform gave it (restore: false)
+    # On the CPU, torch transforms run this many images at a time: their intermediates then
+    # stay in cache, so a batch is never slower per image than single images (None: whole batch).
+    cpu_batch: int | None = 1
 
     def __call__(self, x: torch.Tensor, seeds: Sequence[int] | None = None) -> torch.Tensor:
         if self.is_identity:
@@ -77,7 +80,11 @@ class Transform:
         seeds = [0] * x.shape[0] if seeds is None else [int(s) for s in seeds]
         if len(seeds) != x.shape[0]:
             raise ValueError(f"{self.name}: {len(seeds)} seeds for {x.shape[0]} images")
-        return self.forward(x, seeds)
+        k = self.cpu_batch
+        if k is None or x.device.type != "cpu" or x.shape[0] <= k:
+            return self.forward(x, seeds)
+        return torch.cat([self.forward(x[i:i + k], seeds[i:i + k])
+                          for i in range(0, x.shape[0], k)])
 
     def forward(self, x: torch.Tensor, seeds: list[int]) -> torch.Tensor:
         raise NotImplementedError

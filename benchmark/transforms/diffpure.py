@@ -31,6 +31,7 @@ SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 
 class DiffPure(Transform):
     name = "diffpure"
+    cpu_batch = None  # batches go to the model as they are
     random = True
 
     def __init__(self, model: str = SD15, t: int = 100, steps: int = 1000,

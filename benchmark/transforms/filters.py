@@ -11,6 +11,9 @@ Each follows one named library; they differ in kernel and border:
 - `kornia`: `kornia.filters.gaussian_blur2d` / `box_blur` in float, differentiable,
   with OpenCV's kernel size and border, so it matches `opencv` before rounding.
 
+The median of OpenCV and Pillow agree pixel for pixel (borders repeat the edge in
+both); OpenCV's is the default because it is about 1000x faster.
+
 Strength: Gaussian sigma 0 -> 20 px (WAVES's blurring range, Pillow's radius),
 box radius 0 -> 10 px, median size 1 -> 9.
 """
@@ -136,7 +139,7 @@ class MedianFilter(_Filter):
     name = "median"
     libraries = ("pillow", "opencv")
 
-    def __init__(self, size: int = 3, library: str = "pillow", strength: float | None = None):
+    def __init__(self, size: int = 3, library: str = "opencv", strength: float | None = None):
         strength = self._strength(strength)
         if strength is not None:
             size = 2 * round(lerp(strength, 0, 4)) + 1

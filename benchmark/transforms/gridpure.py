@@ -37,6 +37,7 @@ def grid_starts(size: int, patch: int, stride: int) -> list[int]:
 
 class GrIDPure(Transform):
     name = "gridpure"
+    cpu_batch = None  # batches go to the model as they are
     random = True
 
     def __init__(self, model: str = SD15, t: int = 10, iterations: int = 20,

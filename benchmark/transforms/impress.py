@@ -35,6 +35,7 @@ from benchmark.transforms.diffpure import SD15
 
 class Impress(Transform):
     name = "impress"
+    cpu_batch = None  # batches go to the model as they are
 
     def __init__(self, model: str = SD15, iterations: int = 3000, lr: float = 0.001,
                  alpha: float = 0.1, delta: float = 0.01, lpips_net: str = "vgg",

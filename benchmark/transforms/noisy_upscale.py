@@ -42,6 +42,7 @@ UPSCALER = "stabilityai/stable-diffusion-x4-upscaler"
 
 class NoisyUpscale(Transform):
     name = "noisy_upscale"
+    cpu_batch = None  # batches go to the model as they are
     random = True
 
     def __init__(self, model: str = UPSCALER, sigma: float = 0.05, noise_level: int = 320,

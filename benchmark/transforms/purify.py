@@ -9,10 +9,11 @@ that purifier as a configurable chain, all in Pillow, per image:
 1. downscale by `scale` (`down` filter): the perturbation's high frequencies are
    averaged away;
 2. colour compression at the low resolution, `colour`: `bits` (posterize to `bits`
-   per channel), `palette` (`colors` colours, median cut), `jpeg` (`quality`),
+   per channel), `palette` (`colors` colours, Pillow's fast octree), `jpeg` (`quality`),
    `chroma` (4:2:0 chroma subsampling) or `none`; `dither` for bits/palette;
 3. upscale back to the input size (`up` filter);
-4. optional light denoise (`median` window, 0 = off; `blur` Gaussian sigma, 0 = off)
+4. optional light denoise (`median` window, 0 = off, OpenCV's medianBlur, which equals
+   Pillow's MedianFilter; `blur` Gaussian sigma, 0 = off)
    and sharpening (`sharpen`: Pillow's UnsharpMask percent, radius 2, 0 = off).
 
 The defaults come from the grid study scripts/purify_grid.py (results in
@@ -22,6 +23,8 @@ configs/transform/purify.yaml).
 Strength: the scale factor 1 -> 0.25, the rest as configured.
 """
 
+import cv2
+import numpy as np
 from PIL import Image, ImageFilter
 
 from benchmark.errors import check
@@ -36,6 +39,7 @@ COLOURS = ("none", "bits", "palette", "jpeg", "chroma")
 
 class TransformPurification(PillowTransform):
     name = "purify"
+    version = "2"  # 2: palette by fast octree, median by OpenCV
 
     def __init__(self, scale: float = 0.5, down: str = "area", up: str = "bicubic",
                  colour: str = "bits", bits: int = 5, colors: int = 64, quality: int = 75,
@@ -69,7 +73,7 @@ class TransformPurification(PillowTransform):
         if colour == "palette":
             check_number(self.name, "colors", colors, 2, 256, "an integer in 2..256",
                          integer=True)
-            return PaletteQuantize(colors=colors, dither=dither)
+            return PaletteQuantize(colors=colors, method="octree", dither=dither)
         if colour == "jpeg":
             return check_quality(self.name, quality)
         if colour == "chroma":
@@ -83,8 +87,8 @@ class TransformPurification(PillowTransform):
         elif self.compress is not None:
             small = self.compress.apply(small, seed)
         out = resize_pil(small, img.size, self.up)
-        if self.median:
-            out = out.filter(ImageFilter.MedianFilter(self.median))
+        if self.median:  # OpenCV's median equals Pillow's MedianFilter, 1000x faster
+            out = Image.fromarray(cv2.medianBlur(np.asarray(out), self.median))
         if self.blur:
             out = out.filter(ImageFilter.GaussianBlur(self.blur))
         if self.sharpen:

@@ -31,7 +31,7 @@ STRENGTH_BITS = (8, 3)
 class PaletteQuantize(PillowTransform):
     name = "quantize"
 
-    def __init__(self, colors: int = 64, method: str = "mediancut", kmeans: int = 0,
+    def __init__(self, colors: int = 64, method: str = "octree", kmeans: int = 0,
                  dither: str = "none", strength: float | None = None):
         strength = self._strength(strength)
         if strength is not None:
