@@ -324,6 +324,8 @@ def qualitative_grid(dirs: list, out: str | Path, n: int = 3, rows: str = "defen
                 ax.set_title(GRID_COLUMNS[c][1], fontsize=9)
         axes[r][0].set_ylabel(name, fontsize=8, rotation=0, ha="right", va="center")
     generator = labels["generator"].iloc[0]
-    fig.suptitle(f"{fixed} = {fixed_value}, generator = {generator}", fontsize=10)
     fig.tight_layout()
+    height = fig.get_size_inches()[1]
+    fig.suptitle(f"{fixed} = {fixed_value}, generator = {generator}", fontsize=10,
+                 y=1 + 0.15 / height, va="bottom")
     return _save(fig, out, ("png",))[0]
