@@ -64,12 +64,13 @@ def test_gridpure_merge_is_exact_when_patches_come_back_unchanged(x64, monkeypat
 
 
 def test_gridpure_runs_diffpure_on_patches(x64):
-    g = GrIDPure(model="tiny/sd", patch=32, stride=16, t=100, steps=10, iterations=2,
+    g = GrIDPure(model="tiny/sd", patch=32, stride=32, t=100, steps=10, iterations=2,
                  device="cpu")
-    y = g(x64, [5, 6])
-    assert y.shape == x64.shape and (y - x64).abs().mean() > 0.005
+    x = x64[:1]
+    y = g(x, [5])
+    assert y.shape == x.shape and (y - x).abs().mean() > 0.005
     assert torch.equal(y, torch.round(y * 255) / 255)  # 8-bit between iterations
-    assert torch.equal(g(x64, [5, 6]), y)
+    assert torch.equal(g(x, [5]), y)
 
 
 def _save_tiny_upscaler(root):
