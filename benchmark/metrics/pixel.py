@@ -65,12 +65,13 @@ def _local_moments(a: torch.Tensor, b: torch.Tensor, taps: torch.Tensor) -> list
     k = len(taps)
     taps = taps.to(a)
     if a.dtype == torch.float32:
-        # oneDNN's depthwise 2-D convolution in channels-last layout is the fastest CPU path
-        # (several times faster than two separable passes); float64 has no such kernel.
+        # oneDNN's depthwise convolution is fast in channels-last layout only (several times
+        # faster than NCHW); float64 has no such kernel.
         ah, bh = a.permute(0, 2, 3, 1), b.permute(0, 2, 3, 1)
         x = torch.cat([ah, bh, ah * ah, bh * bh, ah * bh], dim=-1).permute(0, 3, 1, 2)
-        window = torch.outer(taps, taps).expand(5 * c, 1, k, k).contiguous()
-        s = F.conv2d(x, window, groups=5 * c).permute(0, 2, 3, 1)
+        x = F.conv2d(x, taps.view(1, 1, 1, k).expand(5 * c, 1, 1, k).contiguous(), groups=5 * c)
+        s = F.conv2d(x, taps.view(1, 1, k, 1).expand(5 * c, 1, k, 1).contiguous(), groups=5 * c)
+        s = s.permute(0, 2, 3, 1)
         s = s.reshape(n, h - k + 1, w - k + 1, 5, c).permute(3, 0, 4, 1, 2).contiguous()
         return list(s.unbind(0))
     x = torch.cat([a, b, a * a, b * b, a * b], dim=1)
