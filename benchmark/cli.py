@@ -245,7 +245,8 @@ def _parser() -> argparse.ArgumentParser:
                             "(adds the per-image worst case over the columns)")
     table.add_argument("--seed", type=int, default=0, help="bootstrap seed of --agg ci")
     table.add_argument("--where", action="append", metavar="KEY=V1,V2",
-                       help="keep rows whose dataset/defense/transform/generator is one of these")
+                       help="keep rows whose dataset/defense/transform/generator is one of "
+                            "these (KEY!=V1,V2: drop them)")
     table.add_argument("--vs", metavar="CSV",
                        help="our numbers beside the study's (results/paper_reported.csv)")
     table.add_argument("--format", default="md", help="csv | md | latex")

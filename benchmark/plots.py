@@ -170,7 +170,23 @@ def robustness_curves(dirs: list, metric: str, pair: str, out: str | Path,
 
 
 def _transform_cost(job: Path) -> float:
-    """Seconds per image of the transform stage in the run that computed it (nan if unknown)."""
+    """Seconds per image of the transform itself, from the cache entries' records of the run
+    that computed them; else from the job's stage time (cache writes included); nan if unknown."""
+    images = job / "images.csv"
+    if images.is_file():
+        table = pd.read_csv(images)
+        made = table[(table["image"] == "x_t") & (table["stage"] == "transform")]
+        root = _cache_root(job, None)
+        seconds = []
+        for key in made["key"]:
+            try:
+                record = json.loads((root / "transform" / key[:2] / f"{key}.json").read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(record.get("seconds"), (int, float)):
+                seconds.append(record["seconds"])
+        if seconds:
+            return float(np.median(seconds))
     stats = _stats(job)
     for record in (stats.get("original_run") or {}, stats):
         stage = (record.get("stages") or {}).get("transform") or {}

@@ -220,7 +220,8 @@ def _number(v: float) -> str:
         return ""
     if math.isinf(v):
         return "inf" if v > 0 else "-inf"
-    return f"{v:.4f}"
+    text = f"{v:.4f}"
+    return "0.0000" if text == "-0.0000" else text
 
 
 def _select(samples: pd.DataFrame, metric: str, pair: str) -> pd.DataFrame:
@@ -302,10 +303,13 @@ def parse_where(where: list[str] | None) -> dict[str, list[str]]:
 
 
 def _filter(samples: pd.DataFrame, where: dict[str, list[str]]) -> pd.DataFrame:
+    """Keep rows whose column is one of the values; a key ending in `!` (KEY!=V) drops them."""
     for key, values in where.items():
-        if key not in samples.columns:
-            raise BenchError(f"--where {key}: not a column; choose from {LABEL_COLUMNS}")
-        samples = samples[samples[key].astype(str).isin(values)]
+        column, negate = key.rstrip("!"), key.endswith("!")
+        if column not in samples.columns:
+            raise BenchError(f"--where {column}: not a column; choose from {LABEL_COLUMNS}")
+        keep = samples[column].astype(str).isin(values)
+        samples = samples[~keep if negate else keep]
     return samples
 
 

@@ -162,6 +162,7 @@ class Job:
         def compute(indices: list[int]) -> list[torch.Tensor]:
             x = inputs[indices].to(self.device)
             miss_seeds = [seeds[i] for i in indices]
+            began = time.perf_counter()
             if stage == "protect":
                 y = component.protect(x, miss_seeds)
             elif stage == "transform":
@@ -169,10 +170,13 @@ class Job:
             else:
                 y = component.edit(x, miss_seeds)
             y = release(y.detach()).cpu()
+            # the component's own time per image (cost figures read it even when cached later)
+            per_image = (time.perf_counter() - began) / len(indices)
             for j, i in enumerate(indices):
                 self.cache.save_image(stage, keys[i], y[j], {
                     "config": self.configs[stage], "version": component.version,
-                    "inputs": [input_keys[i]], "seed": seeds[i]})
+                    "inputs": [input_keys[i]], "seed": seeds[i], "seconds": per_image,
+                    "device": str(self.device)})
             return list(y)
 
         start = time.perf_counter()

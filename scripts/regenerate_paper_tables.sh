@@ -62,7 +62,8 @@ for fmt in md tex csv; do
         -o "$out/tables/${pair}_ci.$fmt"
 done
 bench table "$main" --metric "$metrics" --pair "$pair" --agg worst \
-    -o "$out/tables/${pair}_worst.md" || echo "(no worst-case table: a metric without a direction)"
+    --where 'transform!=identity' -o "$out/tables/${pair}_worst.md" \
+    || echo "(no worst-case table: a metric without a direction)"
 if bench table "$main" --metric "$metrics" --pair drop -o "$out/tables/drop.md" 2>/dev/null; then
     :
 else

@@ -129,6 +129,12 @@ def test_worst_case_is_per_image_over_the_columns():
                                   where={"transform": ["identity", "jpeg"]}))
     assert subset.loc["photoguard", "worst case"] == pytest.approx(np.mean([0.9, 0.7, 0.8]),
                                                                    abs=1e-4)
+    transformed = csv_table(make_table(SAMPLES, "defense", "transform", "ssim", "edit", "worst",
+                                       "csv", directions=DIRECTIONS,
+                                       where={"transform!": ["identity"]}))
+    assert list(transformed.columns) == ["jpeg", "resize", "worst case"]
+    assert transformed.loc["mist", "worst case"] == pytest.approx(np.mean([0.85, 0.6, 0.7]),
+                                                                  abs=1e-4)
     with pytest.raises(BenchError, match="direction"):
         make_table(SAMPLES, "defense", "transform", "ssim", "edit", "worst", "csv", directions={})
 
