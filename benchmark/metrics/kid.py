@@ -8,9 +8,11 @@ kernel k(x, y) = (x.y / d + 1)^3, d = 2048, with the unbiased estimator
 
 averaged, as in the paper and in clean-fid's `kernel_distance`, over `subsets`
 random subsets of m = min(n_a, n_b, subset_size) images (defaults 100 and 1000,
-clean-fid's). When a set has no more images than `subset_size` (a job's usual
-case), every subset is the whole set, so the value is computed once, exactly,
-and equals clean-fid's.
+clean-fid's). When neither set has more images than `subset_size` (a job's usual
+case) the value is computed once on the whole sets: for two sets of the same
+size every clean-fid subset is the whole set, so this equals clean-fid's value;
+for sets of different sizes it is the unbiased estimator with each set's own
+normalisation (clean-fid would subsample the larger set).
 
 Standard error: the metric `kid` with `output: std_error` (shipped as the row
 `kid_se`, in the same configs/metric/kid.yaml, so `metric=[kid]` writes both rows;
