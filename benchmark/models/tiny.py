@@ -11,6 +11,8 @@ The model ids are recognised everywhere a Hugging Face id or a local path is:
     tiny/instruct-pix2pix    InstructPix2Pix UNet: 8 input channels (latent, image latent)
     random/sd-v1-5           the full-size SD 1.5 architecture (860M-parameter UNet, the
                              83M VAE, the 123M CLIP ViT-L/14 text encoder): speed and memory
+    random/sd-v1-5-inpaint   the same with the inpainting UNet's 9 input channels
+    random/instruct-pix2pix  the same with InstructPix2Pix's 8 input channels
 
 The tiny sizes follow diffusers' own pipeline tests (UNet2DConditionModel with
 block_out_channels (32, 64), a two-block AutoencoderKL with 4 latent channels,
@@ -26,9 +28,10 @@ from contextlib import contextmanager
 import torch
 
 UNET_IN_CHANNELS = {"tiny/sd": 4, "tiny/sd-inpaint": 9, "tiny/instruct-pix2pix": 8,
-                    "random/sd-v1-5": 4}
+                    "random/sd-v1-5": 4, "random/sd-v1-5-inpaint": 9,
+                    "random/instruct-pix2pix": 8}
 BUILTIN_MODELS = tuple(UNET_IN_CHANNELS)
-FULL_SIZE = ("random/sd-v1-5",)
+FULL_SIZE = ("random/sd-v1-5", "random/sd-v1-5-inpaint", "random/instruct-pix2pix")
 NOTICE = "random weights: meaningless images, for plumbing, tests and speed only"
 
 SEED = 0
