@@ -169,3 +169,19 @@ def test_linfpgd_keeps_its_signature_and_results():
 def test_bad_engine_settings_are_rejected(kwargs):
     with pytest.raises(ConfigValueError):
         PGD(**kwargs)
+
+
+def test_penalty_sees_the_untransformed_image_and_on_step_every_iteration():
+    x = torch.full((1, 1, 1, 2), 0.5)
+    steps, seen = [], []
+
+    def penalty(z):
+        seen.append(z.detach().clone())
+        return 10 * (z[..., 1] - 0.5).abs().flatten()
+
+    pgd = PGD(eps=20, step=2, iterations=3, random_start=False,
+              transforms=[lambda z, s: z.flip(-1)])
+    x_adv = pgd.minimize(x, pull_up, [0], penalty=penalty, on_step=steps.append)
+    assert steps == [0, 1, 2]
+    assert all(torch.equal(s, x) or s[..., 0] > 0.5 for s in seen)  # never the flipped image
+    assert x_adv[..., 0] > 0.5 and abs(x_adv[..., 1].item() - 0.5) <= 2 / 255 + 1e-6

@@ -20,6 +20,10 @@ One loop, configured by:
 - `early_stop`: an image whose loss reaches this value stops moving; the loop
   ends when every image has.
 - `mask` (per call): pixels where the mask is 0 are never changed.
+- `penalty` (per call): a term added to the loss on the untransformed image
+  (EditShield's perceptual constraint next to its EOT objective).
+- `on_step` (per call): called with the iteration index before each step, for
+  objectives whose terms switch on during the run (FaceLock).
 
 Budgets and steps are in pixel units out of 255 (for `l2`, the L2 norm of the
 whole per-image perturbation in those units: PhotoGuard's 16 in [-1, 1] units
@@ -141,13 +145,15 @@ class PGD:
                 out[j] = y[r]
         return torch.stack(out)
 
-    def _gradient(self, x_adv: torch.Tensor, loss: Loss, seeds: Sequence[int],
-                  i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _gradient(self, x_adv: torch.Tensor, loss: Loss, seeds: Sequence[int], i: int,
+                  penalty: Loss | None) -> tuple[torch.Tensor, torch.Tensor]:
         grad = torch.zeros_like(x_adv)
         total = torch.zeros(x_adv.shape[0], device=x_adv.device)
         for k in range(self.grad_samples):
             x_var = x_adv.detach().requires_grad_(True)
             values = loss(self._transform(x_var, seeds, i, k))
+            if penalty is not None:
+                values = values + penalty(x_var)
             (g,) = torch.autograd.grad(values.sum(), x_var)
             grad += g.detach()
             total += values.detach().float()
@@ -161,7 +167,8 @@ class PGD:
     # -- the loop -----------------------------------------------------------------------------
 
     def minimize(self, x: torch.Tensor, loss: Loss, seeds: Sequence[int],
-                 mask: torch.Tensor | None = None) -> torch.Tensor:
+                 mask: torch.Tensor | None = None, penalty: Loss | None = None,
+                 on_step: Callable[[int], None] | None = None) -> torch.Tensor:
         """Minimise `loss(x_adv)` (one value per image) inside the budget."""
         x = x.detach()
         x_adv = self.start(x, seeds)
@@ -172,7 +179,9 @@ class PGD:
         adam = _Adam(x_adv) if self.optimizer == "adam" else None
         self.history = []
         for i in range(self.iterations):
-            grad, values = self._gradient(x_adv, loss, seeds, i)
+            if on_step is not None:
+                on_step(i)
+            grad, values = self._gradient(x_adv, loss, seeds, i, penalty)
             self.history.append(values.mean().item())
             if self.early_stop is not None:
                 moving &= values > self.early_stop
@@ -188,12 +197,14 @@ class PGD:
         return x_adv.detach()
 
     def maximize(self, x: torch.Tensor, loss: Loss, seeds: Sequence[int],
-                 mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Maximise `loss(x_adv)`; `early_stop` is then the value to reach from below."""
+                 mask: torch.Tensor | None = None, penalty: Loss | None = None,
+                 on_step: Callable[[int], None] | None = None) -> torch.Tensor:
+        """Maximise `loss(x_adv) - penalty(x_adv)`; `early_stop` is then the value to reach."""
         threshold = self.early_stop
         self.early_stop = None if threshold is None else -threshold
+        negated = None if penalty is None else (lambda v: -penalty(v))
         try:
-            return self.minimize(x, lambda v: -loss(v), seeds, mask)
+            return self.minimize(x, lambda v: -loss(v), seeds, mask, negated, on_step)
         finally:
             self.early_stop = threshold
             self.history = [-h for h in self.history]

@@ -1,0 +1,3 @@
+from benchmark.data.patterns import write_pattern
+
+print(write_pattern())

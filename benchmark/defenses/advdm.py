@@ -1,0 +1,59 @@
+"""AdvDM: maximise the latent diffusion model's denoising loss.
+
+Liang, Wu, Hua, Zhang, Xue, Song, Xue, Ma, Guan. "Adversarial Example Does Good:
+Preventing Painting Imitation from Diffusion Models via Adversarial Examples."
+ICML 2023. arXiv:2302.04578.
+
+    max_{||x_adv - x||_inf <= eps}  E_{t ~ U[0, T), eps ~ N(0, I)} ||eps_theta(z_t, t, c) - eps||^2
+    with z = E(x_adv) a sample of the VAE posterior (scaled by 0.18215).
+
+Defaults from the public code of the score-distillation follow-up, which runs
+AdvDM as its baseline (xavihart/Diff-Protect, `attack.mode=advdm`, `g_mode=+`):
+eps 16/255, step 1/255, 100 iterations, sign steps at a constant step size,
+uniform random start (advertorch's LinfPGDAttack), one timestep and one noise
+draw per iteration, SD v1.4/1.5, the prompt it uses for portraits
+("a portrait photo"). `direction: "-"` gives AdvDM(-), which minimises the loss.
+"""
+
+from collections.abc import Sequence
+
+import torch
+
+from benchmark.defenses.latent_diffusion import (DiffusionDefense, NoiseStreams, alphas_cumprod,
+                                                 denoising_loss, embed_prompts, encode)
+from benchmark.defenses.pgd import LinfPGD
+from benchmark.errors import check
+
+DIRECTIONS = ("+", "-")
+
+
+class AdvDM(DiffusionDefense):
+    name = "advdm"
+
+    def __init__(self, model: str = "stable-diffusion-v1-5/stable-diffusion-v1-5",
+                 eps: float = 16.0, step: float = 1.0, iterations: int = 100,
+                 random_start: bool = True, prompt: str = "a portrait photo",
+                 direction: str = "+", dtype: str = "fp32", precision: str = "fp32",
+                 device: str = "auto"):
+        self.pgd = LinfPGD(eps, step, iterations, random_start, component=self.name)
+        check(self.name, "direction", direction, direction in DIRECTIONS, f"one of {DIRECTIONS}")
+        check(self.name, "prompt", prompt, isinstance(prompt, str), "a string")
+        self.prompt, self.direction = prompt, direction
+        self._setup_model(model, dtype, device, precision)
+
+    def semantic_loss(self, parts, x: torch.Tensor, noise: NoiseStreams, cond: torch.Tensor,
+                      acp: torch.Tensor) -> torch.Tensor:
+        """The denoising loss of x per image (one draw of z, t and eps)."""
+        noise.begin()
+        with self.autocast():
+            return denoising_loss(parts, encode(parts.vae, x, noise), cond, noise, acp)
+
+    def protect(self, x: torch.Tensor, seeds: Sequence[int]) -> torch.Tensor:
+        parts = self.parts
+        x = x.to(self.device)
+        noise = NoiseStreams(seeds, self.device, self.name)
+        cond = embed_prompts(parts, [self.prompt]).expand(len(x), -1, -1)
+        acp = alphas_cumprod(parts)
+        sign = 1.0 if self.direction == "+" else -1.0
+        return self.pgd.maximize(
+            x, lambda v: sign * self.semantic_loss(parts, v, noise, cond, acp), seeds)

@@ -1,0 +1,149 @@
+"""FaceLock: make the edited face unrecognisable, through the editor's VAE.
+
+Wang, Zhang, Bai, Zhao, Liu, Tu. "Edit Away and My Face Will not Stay: Personal
+Biometric Defense against Malicious Generative Editing." CVPR 2025.
+arXiv:2411.16832.
+
+With z = E(x_adv) the VAE latent mean of InstructPix2Pix and x_rec = D(z)
+clipped to [-1, 1], PGD ascends
+
+    - a(i) * cos(F(x_rec), F(x))  +  0.2 * MSE(z, E(x))  +  b(i) * LPIPS(x_rec, x)
+
+where F is a face recogniser, a(i) = 1 from 35 % of the iterations on and b(i)
+= 1 after 25 % (0 before): the latent and perceptual terms move the image
+first, then the identity term pushes the reconstruction's face away from x's.
+
+Defaults from taco-group/FaceLock (defend.py, methods.py `facelock`): eps 0.03
+in [-1, 1] units -> 3.825/255, step 0.01 -> 1.275 decaying linearly to 1/100,
+100 iterations, uniform random start, LPIPS with VGG, the CVLFace AdaFace
+recogniser with its DFA aligner, timbrooks/instruct-pix2pix, native resolution.
+
+The recogniser is pluggable (`face_model`: `cvlface`, `random` or any embedder
+config, benchmark/defenses/face_id.py): FaceLock's own (`cvlface`) is downloaded
+from the Hugging Face hub and runs its repositories' code (opt in with
+`trust_remote_code: true`), so it is not available offline; the tests and the
+tiny preset use `random`, a small random network (a test double). LPIPS's
+VGG backbone comes from torchvision's download cache; `lpips_random_backbone`
+(tests, tiny runs) uses an untrained one.
+"""
+
+import os
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from benchmark.build import build
+from benchmark.defenses.latent_diffusion import DiffusionDefense, decode, latent_moments
+from benchmark.defenses.pgd import LinfPGD
+from benchmark.errors import BenchError, check
+from benchmark.models import shared
+
+LPIPS_NETS = {"vgg": "VGG16_Weights", "alex": "AlexNet_Weights", "squeeze": "SqueezeNet1_1_Weights"}
+FACE_MODELS = {  # named recognisers; any embedder config (a dict with _target_) works too
+    "cvlface": {"_target_": "benchmark.defenses.face_id.CVLFaceEmbedder",
+                "model": "minchul/cvlface_adaface_vit_base_kprpe_webface4m",
+                "aligner": "minchul/cvlface_DFA_mobilenet"},
+    "random": {"_target_": "benchmark.defenses.face_id.RandomFaceEmbedder", "dim": 64, "seed": 0},
+}
+
+
+def _require_backbone(net: str) -> None:
+    """LPIPS's backbone comes from torchvision's cache; stop early if it is not there."""
+    import torchvision.models as tvm
+
+    weights = getattr(tvm, LPIPS_NETS[net]).IMAGENET1K_V1
+    path = f"{torch.hub.get_dir()}/checkpoints/{weights.url.rsplit('/', 1)[-1]}"
+    if not os.path.isfile(path):
+        raise BenchError(
+            f"facelock: LPIPS's {net} backbone ({LPIPS_NETS[net]}.IMAGENET1K_V1) is not in "
+            f"torchvision's cache ({os.path.dirname(path)}). Fetch it where there is internet "
+            f"access (python -c \"import torchvision; torchvision.models.{LPIPS_NETS[net]}"
+            f".IMAGENET1K_V1.get_state_dict()\") and copy the cache (TORCH_HOME moves it), or set "
+            f"defense.lpips_random_backbone=true for plumbing runs (untrained features).")
+
+
+def load_lpips(net: str, random_backbone: bool, device: torch.device):
+    def load():
+        import lpips
+
+        model = lpips.LPIPS(net=net, pnet_rand=random_backbone, verbose=False).to(device).eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        return model
+
+    return shared(("lpips", net, random_backbone, str(device)), load)
+
+
+class FaceLock(DiffusionDefense):
+    name = "facelock"
+    model_parts = ("vae",)
+
+    def __init__(self, model: str = "timbrooks/instruct-pix2pix", eps: float = 3.825,
+                 step: float = 1.275, iterations: int = 100, random_start: bool = True,
+                 schedule: str = "linear", final_step_fraction: float = 0.01,
+                 latent_weight: float = 0.2, identity_from: float = 0.35,
+                 perceptual_after: float = 0.25, face_model: str | dict = "cvlface",
+                 trust_remote_code: bool = False, lpips_net: str = "vgg",
+                 lpips_random_backbone: bool = False,
+                 dtype: str = "fp32", precision: str = "fp32", device: str = "auto"):
+        self.pgd = LinfPGD(eps, step, iterations, random_start, schedule, final_step_fraction,
+                           component=self.name)
+        check(self.name, "latent_weight", latent_weight,
+              isinstance(latent_weight, (int, float)) and latent_weight >= 0, "a weight >= 0")
+        for key, value in (("identity_from", identity_from), ("perceptual_after", perceptual_after)):
+            check(self.name, key, value, isinstance(value, (int, float)) and 0 <= value <= 1,
+                  "a fraction of the iterations in [0, 1]")
+        check(self.name, "lpips_net", lpips_net, lpips_net in LPIPS_NETS, f"one of {list(LPIPS_NETS)}")
+        check(self.name, "lpips_random_backbone", lpips_random_backbone,
+              isinstance(lpips_random_backbone, bool), "true or false")
+        if not lpips_random_backbone:
+            _require_backbone(lpips_net)
+        self.latent_weight = float(latent_weight)
+        self.identity_from, self.perceptual_after = identity_from, perceptual_after
+        self.lpips_net, self.lpips_random_backbone = lpips_net, lpips_random_backbone
+        check(self.name, "face_model", face_model,
+              (isinstance(face_model, str) and face_model in FACE_MODELS)
+              or (isinstance(face_model, dict) and "_target_" in face_model),
+              f"one of {sorted(FACE_MODELS)} or an embedder config with a _target_")
+        self._setup_model(model, dtype, device, precision)
+        config = dict(FACE_MODELS[face_model]) if isinstance(face_model, str) else dict(face_model)
+        if config["_target_"] == FACE_MODELS["cvlface"]["_target_"]:
+            config.setdefault("trust_remote_code", trust_remote_code)
+        self.face_model = build({**config, "device": str(self.device)},
+                                where=f"{self.name}.face_model")
+
+    def weights(self, i: int) -> tuple[float, float]:
+        """(identity, perceptual) term weights at iteration i, FaceLock's switch-on schedule."""
+        n = self.pgd.iterations
+        return float(i >= n * self.identity_from), float(i > n * self.perceptual_after)
+
+    def terms(self, parts, x_adv: torch.Tensor, x: torch.Tensor, z_clean: torch.Tensor,
+              id_clean: torch.Tensor, lpips) -> tuple[torch.Tensor, ...]:
+        """(identity cosine, latent MSE, LPIPS) per image."""
+        with self.autocast():
+            z = latent_moments(parts.vae, x_adv)[0]
+            rec = decode(parts.vae, z * parts.vae.config.scaling_factor).clamp(0, 1)
+            cosine = F.cosine_similarity(self.face_model(rec).float(), id_clean, dim=1)
+            latent = (z - z_clean).pow(2).flatten(1).mean(1)
+            perceptual = lpips(rec * 2 - 1, x * 2 - 1).flatten(1).mean(1).float()
+        return cosine, latent, perceptual
+
+    def protect(self, x: torch.Tensor, seeds: Sequence[int]) -> torch.Tensor:
+        parts = self.parts
+        x = x.to(self.device)
+        lpips = load_lpips(self.lpips_net, self.lpips_random_backbone, self.device)
+        with torch.no_grad():
+            z_clean = latent_moments(parts.vae, x)[0]
+            id_clean = self.face_model(x).float()
+        weight = {"identity": 0.0, "perceptual": 0.0}
+
+        def on_step(i: int) -> None:
+            weight["identity"], weight["perceptual"] = self.weights(i)
+
+        def objective(v: torch.Tensor) -> torch.Tensor:
+            cosine, latent, perceptual = self.terms(parts, v, x, z_clean, id_clean, lpips)
+            return (-weight["identity"] * cosine + self.latent_weight * latent
+                    + weight["perceptual"] * perceptual)
+
+        return self.pgd.maximize(x, objective, seeds, on_step=on_step)

@@ -1,0 +1,65 @@
+"""scripts/bench_defenses.py runs on the CPU with --tiny and reports every row it is asked for."""
+
+import csv
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_defenses.py"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models on 2 shared cores: one thread is ~20x faster than two under contention."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("bench_defenses", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_defenses_tiny_writes_one_row_per_defense_and_precision(tmp_path):
+    script = load_script()
+    out = tmp_path / "rows.csv"
+    rows = script.main(["--tiny", "--defenses", "sds,photoguard_encoder", "--precisions",
+                        "fp32,bf16", "--iterations", "1", "--no-warmup", "--out", str(out)])
+    assert [(r["defense"], r["precision"]) for r in rows] == [
+        ("sds", "fp32"), ("sds", "bf16"), ("photoguard_encoder", "fp32"),
+        ("photoguard_encoder", "bf16")]
+    written = list(csv.DictReader(out.open()))
+    assert len(written) == 4
+    for row in written:
+        assert float(row["s_per_iteration_per_image"]) > 0 and row["error"] == ""
+        assert row["size"] == "64" and row["model"].startswith("tiny/")
+        published = float(row["s_per_image_published"])
+        per_it = float(row["s_per_iteration_per_image"])
+        assert abs(published - per_it * int(row["published_iterations"])) < 0.01 * published + 0.01
+    assert set(script.DEFENSES) >= {"photoguard_encoder", "photoguard_diffusion", "advdm", "mist",
+                                     "sds", "sdst", "diffusionguard", "editshield", "facelock"}
+
+
+def test_the_full_size_runs_use_sd15_architectures():
+    """Without --tiny the script attacks the loader's random/* models: SD 1.5's networks
+    (the released checkpoints' parameter counts; 9 and 8 UNet input channels)."""
+    from benchmark.models.tiny import tiny_text_encoder, tiny_unet, tiny_vae
+
+    script = load_script()
+    assert sorted(script.MODELS.values()) == ["random/instruct-pix2pix", "random/sd-v1-5",
+                                             "random/sd-v1-5-inpaint"]
+    with torch.device("meta"):
+        count = {name: sum(p.numel() for p in m.parameters()) for name, m in (
+            ("unet", tiny_unet("random/sd-v1-5")), ("inpaint", tiny_unet("random/sd-v1-5-inpaint")),
+            ("ip2p", tiny_unet("random/instruct-pix2pix")), ("vae", tiny_vae("random/sd-v1-5")),
+            ("text", tiny_text_encoder("random/sd-v1-5")))}
+    assert count["unet"] == 859_520_964 and count["vae"] == 83_653_863
+    assert count["inpaint"] == count["unet"] + 5 * 320 * 9  # conv_in: 9 input channels
+    assert count["ip2p"] == count["unet"] + 4 * 320 * 9
+    assert abs(count["text"] - 123_060_480) < 1e6, count
