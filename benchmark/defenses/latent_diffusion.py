@@ -6,8 +6,9 @@ them. Every random draw of an attack (latent samples, timesteps, diffusion
 noise) comes from a per-image generator seeded from the image's seed, so the
 protection of an image does not depend on its batch mates and is reproducible.
 
-The models come from `benchmark.models.diffusion.load_sd_components`, which
-loads each part once per process and shares it with the generators.
+The models come from `benchmark.models.diffusion` (`load_vae`, `load_unet`, ...),
+which loads each part once per process and shares it with the generators; a
+defense loads only the parts it uses (FaceLock: the VAE alone).
 """
 
 from collections.abc import Sequence
@@ -140,6 +141,32 @@ def denoising_loss(parts, z: torch.Tensor, cond: torch.Tensor, noise: NoiseStrea
 # -- the model handle and the base class ------------------------------------------------------------
 
 
+class ModelParts:
+    """The parts of one Stable Diffusion model a defense needs, each shared within the process
+    (with the generators too); parts it does not need are never loaded."""
+
+    def __init__(self, model: str, dtype: str, device: torch.device, parts: tuple[str, ...]):
+        from benchmark.models import diffusion as sd
+
+        self.model, self.dtype, self.device = model, dtype, device
+        self.vae = sd.load_vae(model, dtype, device) if "vae" in parts else None
+        self.unet = sd.load_unet(model, dtype, device) if "unet" in parts else None
+        self.text_encoder = (sd.load_text_encoder(model, dtype, device)
+                             if "text_encoder" in parts else None)
+        self.tokenizer = sd.load_tokenizer(model) if "tokenizer" in parts else None
+        self.scheduler_config = sd.load_scheduler_config(model) if "scheduler" in parts else None
+
+    def make_scheduler(self, name: str = "default"):
+        from benchmark.models.diffusion import make_scheduler
+
+        return make_scheduler(self.scheduler_config, name)
+
+    @property
+    def scheduler(self):
+        """A new instance of the model's own scheduler (schedulers keep per-run state)."""
+        return self.make_scheduler("default")
+
+
 class DiffusionModel:
     """A Stable Diffusion model named by id / path / `tiny/...`, loaded on first use."""
 
@@ -153,11 +180,10 @@ class DiffusionModel:
 
         require_parts(model, parts)  # a missing model stops the job before any compute
         self.model, self.dtype, self.device = model, dtype, resolve_device(device)
+        self.parts = parts
 
-    def load(self):
-        from benchmark.models.diffusion import load_sd_components
-
-        return load_sd_components(self.model, self.dtype, self.device)
+    def load(self) -> ModelParts:
+        return ModelParts(self.model, self.dtype, self.device, self.parts)
 
 
 class DiffusionDefense(Defense):
