@@ -477,3 +477,28 @@ def test_every_defense_runs_under_bf16_autocast(x, name):
     d.precision = "bf16"
     a = d.protect(x[:1], SEEDS[:1])
     assert a.dtype == torch.float32 and torch.isfinite(a).all() and (a != x[:1]).any()
+
+
+def test_any_defense_can_optimise_through_a_differentiable_transform(x, monkeypatch):
+    from benchmark.transforms.diff_jpeg import DifferentiableJpeg
+
+    seen = []
+    original = DifferentiableJpeg.forward
+
+    def spy(self, v, seeds):
+        seen.append(v.requires_grad)
+        return original(self, v, seeds)
+
+    monkeypatch.setattr(DifferentiableJpeg, "forward", spy)
+    jpeg = [{"_target_": "benchmark.transforms.diff_jpeg.DifferentiableJpeg", "quality": 75}]
+    d = AdvDM(model="tiny/sd", iterations=2, eot=jpeg, device=CPU)
+    x_adv = d.protect(x, SEEDS)
+    assert len(seen) in (2, 4) and all(seen) and (x_adv != x).any()  # per step (or per image)
+    with pytest.raises(ConfigValueError, match="differentiable"):
+        Mist(model="tiny/sd", device=CPU, eot=[{"_target_": "benchmark.transforms.jpeg.JpegCompression"}])
+
+
+def test_vae_only_defenses_load_no_unet():
+    for d in (facelock(iterations=1), EditShield(model="tiny/instruct-pix2pix", device=CPU)):
+        parts = d.parts
+        assert parts.vae is not None and parts.unet is None and parts.text_encoder is None

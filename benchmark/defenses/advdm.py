@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 import torch
 
+from benchmark.defenses.eot import build_eot
 from benchmark.defenses.latent_diffusion import (DiffusionDefense, NoiseStreams, alphas_cumprod,
                                                  denoising_loss, embed_prompts, encode)
 from benchmark.defenses.pgd import LinfPGD
@@ -33,9 +34,10 @@ class AdvDM(DiffusionDefense):
     def __init__(self, model: str = "stable-diffusion-v1-5/stable-diffusion-v1-5",
                  eps: float = 16.0, step: float = 1.0, iterations: int = 100,
                  random_start: bool = True, prompt: str = "a portrait photo",
-                 direction: str = "+", dtype: str = "fp32", precision: str = "fp32",
-                 device: str = "auto"):
-        self.pgd = LinfPGD(eps, step, iterations, random_start, component=self.name)
+                 direction: str = "+", eot: list | None = None, dtype: str = "fp32",
+                 precision: str = "fp32", device: str = "auto"):
+        self.pgd = LinfPGD(eps, step, iterations, random_start, component=self.name,
+                           transforms=build_eot(eot, self.name))
         check(self.name, "direction", direction, direction in DIRECTIONS, f"one of {DIRECTIONS}")
         check(self.name, "prompt", prompt, isinstance(prompt, str), "a string")
         self.prompt, self.direction = prompt, direction

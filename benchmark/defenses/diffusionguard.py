@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from benchmark.defenses.eot import build_eot
 from benchmark.defenses.latent_diffusion import (DiffusionDefense, NoiseStreams, embed_prompts,
                                                  encode, predict_noise)
 from benchmark.defenses.masks import FaceMask, shrink_region
@@ -46,10 +47,10 @@ class DiffusionGuard(DiffusionDefense):
                  noise_batch: int = 1, grad_samples: int = 1,
                  mask_augmentation: str = "contour_shrink", contour_strength: float = 1.1,
                  contour_smoothness: float = 0.1, contour_rounds: int = 15,
-                 mask: dict | None = None, dtype: str = "fp32", precision: str = "fp32",
-                 device: str = "auto"):
+                 mask: dict | None = None, eot: list | None = None, dtype: str = "fp32",
+                 precision: str = "fp32", device: str = "auto"):
         self.pgd = LinfPGD(eps, step, iterations, random_start, grad_samples=grad_samples,
-                           component=self.name)
+                           transforms=build_eot(eot, self.name), component=self.name)
         check(self.name, "steps", steps, isinstance(steps, int) and 1 <= steps <= 1000,
               "an integer in 1..1000 (the schedule whose first timestep is attacked)")
         check(self.name, "noise_batch", noise_batch,

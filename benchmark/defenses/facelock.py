@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmark.build import build
+from benchmark.defenses.eot import build_eot
 from benchmark.defenses.latent_diffusion import DiffusionDefense, decode, latent_moments
 from benchmark.defenses.pgd import LinfPGD
 from benchmark.errors import BenchError, check
@@ -85,10 +86,10 @@ class FaceLock(DiffusionDefense):
                  latent_weight: float = 0.2, identity_from: float = 0.35,
                  perceptual_after: float = 0.25, face_model: str | dict = "cvlface",
                  trust_remote_code: bool = False, lpips_net: str = "vgg",
-                 lpips_random_backbone: bool = False,
+                 lpips_random_backbone: bool = False, eot: list | None = None,
                  dtype: str = "fp32", precision: str = "fp32", device: str = "auto"):
         self.pgd = LinfPGD(eps, step, iterations, random_start, schedule, final_step_fraction,
-                           component=self.name)
+                           component=self.name, transforms=build_eot(eot, self.name))
         check(self.name, "latent_weight", latent_weight,
               isinstance(latent_weight, (int, float)) and latent_weight >= 0, "a weight >= 0")
         for key, value in (("identity_from", identity_from), ("perceptual_after", perceptual_after)):

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmark.data.patterns import default_pattern
+from benchmark.defenses.eot import build_eot
 from benchmark.defenses.latent_diffusion import (DiffusionDefense, NoiseStreams, alphas_cumprod,
                                                  denoising_loss, embed_prompts, encode,
                                                  latent_moments)
@@ -61,8 +62,10 @@ class Mist(DiffusionDefense):
                  eps: float = 16.0, step: float = 1.0, iterations: int = 100,
                  random_start: bool = True, mode: str = "fused", weight: float = 1e4,
                  pattern: str | None = None, prompt: str = "a painting",
-                 dtype: str = "fp32", precision: str = "fp32", device: str = "auto"):
-        self.pgd = LinfPGD(eps, step, iterations, random_start, component=self.name)
+                 eot: list | None = None, dtype: str = "fp32", precision: str = "fp32",
+                 device: str = "auto"):
+        self.pgd = LinfPGD(eps, step, iterations, random_start, component=self.name,
+                           transforms=build_eot(eot, self.name))
         check(self.name, "mode", mode, mode in MODES, f"one of {MODES}")
         check(self.name, "weight", weight, isinstance(weight, (int, float)) and weight >= 0,
               "a fusion weight >= 0")

@@ -36,6 +36,7 @@ from torch.utils.checkpoint import checkpoint
 from benchmark.build import build
 from benchmark.data.patterns import default_pattern
 from benchmark.defenses.base import Defense
+from benchmark.defenses.eot import build_eot
 from benchmark.defenses.latent_diffusion import (DiffusionDefense, NoiseStreams, decode,
                                                  embed_prompts, encode, predict_noise)
 from benchmark.defenses.masks import FaceMask
@@ -69,9 +70,9 @@ class PhotoGuardEncoder(Defense):
                  iterations: int = 1000, random_start: bool = True, schedule: str = "linear",
                  final_step_fraction: float = 0.01, target: str = "zero",
                  target_image: str | None = None, variant: str = "img2img",
-                 mask: dict | None = None):
+                 mask: dict | None = None, eot: list | None = None):
         self.pgd = LinfPGD(eps, step, iterations, random_start, schedule, final_step_fraction,
-                           component=self.name)
+                           component=self.name, transforms=build_eot(eot, self.name))
         check(self.name, "target", target, target in TARGETS, f"one of {TARGETS}")
         check(self.name, "variant", variant, variant in VARIANTS, f"one of {VARIANTS}")
         self.target, self.variant = target, variant
@@ -111,11 +112,11 @@ class PhotoGuardDiffusion(DiffusionDefense):
                  steps: int = 4, guidance: float = 7.5, scheduler: str = "default",
                  eta: float = 1.0, prompt: str = "",
                  target: str = "zero", target_image: str | None = None,
-                 mask: dict | None = None, checkpointing: bool = True, dtype: str = "fp32",
-                 precision: str = "fp32", device: str = "auto"):
+                 mask: dict | None = None, checkpointing: bool = True, eot: list | None = None,
+                 dtype: str = "fp32", precision: str = "fp32", device: str = "auto"):
         check(self.name, "norm", norm, norm in ("l2", "linf"), "l2 or linf")
         self.pgd = PGD(eps, step, iterations, norm, random_start, grad_samples=grad_samples,
-                       component=self.name)
+                       transforms=build_eot(eot, self.name), component=self.name)
         check(self.name, "steps", steps, isinstance(steps, int) and 1 <= steps <= 1000,
               "an integer in 1..1000 (denoising steps backpropagated through)")
         check(self.name, "guidance", guidance, isinstance(guidance, (int, float)) and guidance >= 1,

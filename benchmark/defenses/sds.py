@@ -28,6 +28,7 @@ from collections.abc import Sequence
 
 import torch
 
+from benchmark.defenses.eot import build_eot
 from benchmark.defenses.latent_diffusion import (DiffusionDefense, NoiseStreams, add_noise,
                                                  alphas_cumprod, embed_prompts, encode,
                                                  predict_noise)
@@ -45,9 +46,10 @@ class ScoreDistillation(DiffusionDefense):
                  eps: float = 16.0, step: float = 1.0, iterations: int = 100,
                  random_start: bool = False, direction: str = "-", textural: bool = False,
                  rate: float = 5.0, pattern: str | None = None,
-                 prompt: str = "a portrait photo", dtype: str = "fp32",
-                 precision: str = "fp32", device: str = "auto"):
-        self.pgd = LinfPGD(eps, step, iterations, random_start, component=self.name)
+                 prompt: str = "a portrait photo", eot: list | None = None,
+                 dtype: str = "fp32", precision: str = "fp32", device: str = "auto"):
+        self.pgd = LinfPGD(eps, step, iterations, random_start, component=self.name,
+                           transforms=build_eot(eot, self.name))
         check(self.name, "direction", direction, direction in DIRECTIONS, f"one of {DIRECTIONS}")
         check(self.name, "rate", rate, isinstance(rate, (int, float)) and rate > 0, "a weight > 0")
         check(self.name, "textural", textural, isinstance(textural, bool), "true or false")
