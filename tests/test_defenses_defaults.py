@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import bench
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
@@ -22,7 +23,6 @@ from benchmark.build import build
 from benchmark.data.patterns import default_pattern, make_pattern
 from benchmark.errors import ConfigValueError
 from benchmark.paths import config_dir
-from conftest import bench
 
 DESIGN_ROWS = """
 | PhotoGuard encoder (img2img) | SD v1.5 VAE encoder | 7.65 (0.06 in [-1,1]) | 0.02 in [-1,1], decaying | 1000 | minimise ‖E(x_adv) − z_target‖ (img2img demo: z_target = 0; inpainting demo: E(target image)) | 512 |

@@ -300,7 +300,8 @@ def test_photoguard_diffusion_linf_variant_keeps_its_box(x):
 
 
 def test_photoguard_diffusion_checkpointing_gives_the_same_gradient(x, frozen):
-    kwargs = dict(model="tiny/sd-inpaint", iterations=1, grad_samples=1, steps=1, device=CPU)
+    kwargs = {"model": "tiny/sd-inpaint", "iterations": 1, "grad_samples": 1, "steps": 1,
+              "device": CPU}
     with_ckpt = PhotoGuardDiffusion(checkpointing=True, **kwargs).protect(x, SEEDS)
     without = PhotoGuardDiffusion(checkpointing=False, **kwargs).protect(x, SEEDS)
     assert torch.allclose(with_ckpt, without, atol=1e-5)
@@ -337,7 +338,6 @@ def test_diffusionguard_raises_the_first_step_noise_norm(x, frozen, flipped):
 def test_editshield_shifts_the_instructpix2pix_embedding(x, frozen, flipped):
     d = EditShield(model="tiny/instruct-pix2pix", iterations=6, eot=[], device=CPU)
     parts = d.parts
-    acp = parts.make_scheduler("ddpm").alphas_cumprod
 
     def embedding(v, stage):
         s = NoiseStreams(SEEDS, torch.device(CPU), stage)
@@ -399,8 +399,8 @@ def test_eot_rotation_and_crop_are_differentiable_and_seeded():
 
 
 def facelock(**kwargs):
-    options = dict(model="tiny/instruct-pix2pix", face_model="random", lpips_net="squeeze",
-                   lpips_random_backbone=True, device=CPU)
+    options = {"model": "tiny/instruct-pix2pix", "face_model": "random", "lpips_net": "squeeze",
+               "lpips_random_backbone": True, "device": CPU}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # torchvision's pretrained= deprecation
         return FaceLock(**{**options, **kwargs})

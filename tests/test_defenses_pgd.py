@@ -1,5 +1,7 @@
 """The shared PGD engine: norms, steps, schedules, random start, EOT, early stop, masks."""
 
+import itertools
+
 import pytest
 import torch
 
@@ -48,7 +50,7 @@ def test_decaying_schedules_go_from_step_to_the_final_fraction(schedule):
     pgd = PGD(eps=8, step=2, iterations=50, schedule=schedule, final_step_fraction=0.1)
     sizes = [pgd.step_size(i) for i in range(51)]
     assert abs(sizes[0] - 2 / 255) < 1e-12 and abs(sizes[50] - 0.2 / 255) < 1e-12
-    assert all(a >= b for a, b in zip(sizes, sizes[1:]))
+    assert all(a >= b for a, b in itertools.pairwise(sizes))
     assert PGD(eps=8, step=2, iterations=50).step_size(40) == 2 / 255
 
 
@@ -76,7 +78,7 @@ def test_eot_averages_the_loss_through_differentiable_transforms():
         calls.append(list(seeds))
         return z.flip(-1)
 
-    loss = lambda z: -(z * weights).flatten(1).sum(1)  # noqa: E731
+    loss = lambda z: -(z * weights).flatten(1).sum(1)
     plain = PGD(eps=8, step=1, iterations=3, random_start=False).minimize(x, loss, [3])
     eot = PGD(eps=8, step=1, iterations=3, random_start=False, transforms=[flip],
               grad_samples=2).minimize(x, loss, [3])

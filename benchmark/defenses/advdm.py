@@ -20,8 +20,14 @@ from collections.abc import Sequence
 import torch
 
 from benchmark.defenses.eot import build_eot
-from benchmark.defenses.latent_diffusion import (DiffusionDefense, NoiseStreams, alphas_cumprod,
-                                                 denoising_loss, embed_prompts, encode)
+from benchmark.defenses.latent_diffusion import (
+    DiffusionDefense,
+    NoiseStreams,
+    alphas_cumprod,
+    denoising_loss,
+    embed_prompts,
+    encode,
+)
 from benchmark.defenses.pgd import LinfPGD
 from benchmark.errors import check
 

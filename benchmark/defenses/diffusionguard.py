@@ -28,11 +28,16 @@ import torch
 import torch.nn.functional as F
 
 from benchmark.defenses.eot import build_eot
-from benchmark.defenses.latent_diffusion import (DiffusionDefense, NoiseStreams, embed_prompts,
-                                                 encode, predict_noise)
+from benchmark.defenses.latent_diffusion import (
+    DiffusionDefense,
+    NoiseStreams,
+    embed_prompts,
+    encode,
+    predict_noise,
+)
 from benchmark.defenses.masks import FaceMask, shrink_region
-from benchmark.defenses.photoguard import masked_image
 from benchmark.defenses.pgd import LinfPGD
+from benchmark.defenses.photoguard import masked_image
 from benchmark.errors import check
 
 AUGMENTATIONS = ("contour_shrink", "fixed")

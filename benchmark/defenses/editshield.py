@@ -27,8 +27,13 @@ from collections.abc import Sequence
 import torch
 
 from benchmark.defenses.eot import build_eot
-from benchmark.defenses.latent_diffusion import (DiffusionDefense, NoiseStreams, add_noise,
-                                                 alphas_cumprod, encode)
+from benchmark.defenses.latent_diffusion import (
+    DiffusionDefense,
+    NoiseStreams,
+    add_noise,
+    alphas_cumprod,
+    encode,
+)
 from benchmark.defenses.pgd import PGD
 from benchmark.errors import check
 

@@ -29,9 +29,15 @@ from collections.abc import Sequence
 import torch
 
 from benchmark.defenses.eot import build_eot
-from benchmark.defenses.latent_diffusion import (DiffusionDefense, NoiseStreams, add_noise,
-                                                 alphas_cumprod, embed_prompts, encode,
-                                                 predict_noise)
+from benchmark.defenses.latent_diffusion import (
+    DiffusionDefense,
+    NoiseStreams,
+    add_noise,
+    alphas_cumprod,
+    embed_prompts,
+    encode,
+    predict_noise,
+)
 from benchmark.defenses.mist import PatternLatent, load_pattern
 from benchmark.defenses.pgd import LinfPGD
 from benchmark.errors import check
