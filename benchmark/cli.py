@@ -68,7 +68,8 @@ def _write_status(outdir: Path, status: str, error: str | None = None,
 
 @hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")
 def run_app(cfg: DictConfig) -> None:
-    from benchmark.results import config_fingerprint, format_summary, is_finished, write_job
+    from benchmark.results import (config_fingerprint, format_summary, is_finished,
+                                   wait_for_live_run, write_job)
     from benchmark.runner import PAIR_MEANINGS, Job
 
     hc = HydraConfig.get()
@@ -79,6 +80,8 @@ def run_app(cfg: DictConfig) -> None:
         fingerprint = config_fingerprint(cfg)
     except Exception:  # an unresolvable value: the job itself reports it below
         fingerprint = None
+    if multirun and fingerprint:
+        wait_for_live_run(outdir)  # left running by a killed launcher (submitit_local)
     if multirun and fingerprint and is_finished(outdir, fingerprint):
         # re-running a sweep in its own directory: finished jobs stay as they are
         print(f"skipped (finished, same config): {outdir}")

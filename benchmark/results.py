@@ -18,8 +18,12 @@ transformation moved the edit away from the protected edit.
 
 import io
 import json
+import logging
 import math
+import os
 import re
+import socket
+import time
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +33,8 @@ from scipy.special import stdtrit
 
 from benchmark.errors import BenchError
 from benchmark.runner import ROW_COLUMNS, JobResult
+
+log = logging.getLogger(__name__)
 
 GROUP_COLUMNS = ["dataset", "defense", "transform", "generator", "pair", "metric"]
 LABEL_COLUMNS = ["dataset", "defense", "transform", "generator"]
@@ -113,6 +119,30 @@ def is_finished(outdir: str | Path, fingerprint: str) -> bool:
     status = read_status(outdir)
     return (status.get("status") == "done" and status.get("fingerprint") == fingerprint
             and all((outdir / f).is_file() for f in ("samples.csv", "summary.csv", "stats.json")))
+
+
+def wait_for_live_run(outdir: str | Path, poll: float = 1.0) -> None:
+    """Wait while another live process on this host runs the job in `outdir`.
+
+    A sweep killed on the launching machine can leave its job processes running
+    (submitit_local starts them as children); re-running the sweep must not start a second
+    copy of a job that is still computing. Other hosts' "running" records cannot be checked
+    and may be stale, so they are not waited for.
+    """
+    from benchmark.cache import _pid_alive
+
+    logged = False
+    while True:
+        status = read_status(outdir)
+        pid = int(status.get("pid") or -1)
+        if (status.get("status") != "running" or status.get("host") != socket.gethostname()
+                or pid in (-1, os.getpid()) or not _pid_alive(pid)):
+            return
+        if not logged:
+            log.warning(
+                "%s: process %d is still running this job; waiting for it", outdir, pid)
+            logged = True
+        time.sleep(poll)
 
 
 def sweep_summary(sweep_dir: str | Path) -> pd.DataFrame:

@@ -363,3 +363,22 @@ def test_paper_presets_sweep_components_that_exist(preset):
         known = [m for m in metrics if (config_dir() / "metric" / f"{m}.yaml").is_file()]
         assert known, metrics
         compose("config", overrides=[f"experiment={preset}", f"metric=[{','.join(known)}]"])
+
+
+def test_rerun_waits_for_a_job_still_running_on_this_host(tmp_path):
+    """A killed submitit_local launcher leaves its job processes running: wait for them."""
+    from benchmark.results import wait_for_live_run
+
+    job = tmp_path / "job"
+    job.mkdir()
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.5)"])
+    (job / "status.json").write_text(json.dumps(
+        {"status": "running", "host": socket.gethostname(), "pid": worker.pid}))
+    start = time.monotonic()
+    wait_for_live_run(job, poll=0.1)
+    assert time.monotonic() - start > 1.0 and worker.poll() is not None
+    (job / "status.json").write_text(json.dumps(
+        {"status": "running", "host": "another-node", "pid": os.getpid()}))
+    start = time.monotonic()
+    wait_for_live_run(job, poll=0.1)  # other hosts cannot be checked: no wait
+    assert time.monotonic() - start < 0.5
