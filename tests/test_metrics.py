@@ -84,9 +84,10 @@ def test_ssim_window_is_wang_et_al():
 
 def test_identical_images_score_perfectly(portraits64, portraits192):
     assert torch.isinf(PSNR().update(portraits64, portraits64)).all()
-    assert torch.allclose(SSIM().update(portraits64, portraits64), torch.ones(3, dtype=torch.float64))
-    assert torch.allclose(MSSSIM().update(portraits192, portraits192),
-                          torch.ones(3, dtype=torch.float64))
+    for dtype in ("float32", "float64"):  # exactly 1, not 1 - 6e-8
+        assert (SSIM(dtype=dtype).update(portraits64, portraits64) == 1).all()
+        assert (SSIM(dtype=dtype, gaussian_weights=False).update(portraits64, portraits64) == 1).all()
+        assert (MSSSIM(dtype=dtype).update(portraits192, portraits192) == 1).all()
 
 
 def test_more_jpeg_damage_lowers_psnr_ssim_and_ms_ssim(portraits192):

@@ -88,8 +88,11 @@ def ssim_maps(a: torch.Tensor, b: torch.Tensor, taps: torch.Tensor, cov_norm: fl
     offset_a, offset_b = a.mean(dim=(2, 3), keepdim=True), b.mean(dim=(2, 3), keepdim=True)
     mu_a, mu_b, aa, bb, ab = _local_moments(a - offset_a, b - offset_b, taps)
     c1, c2 = (K1 * data_range) ** 2, (K2 * data_range) ** 2
-    var_sum = aa.add_(bb).sub_(mu_a * mu_a).sub_(mu_b * mu_b).mul_(cov_norm)
-    cs = ab.sub_(mu_a * mu_b).mul_(2 * cov_norm).add_(c2).div_(var_sum.add_(c2))
+    # Each term computed the same way for a and b, so that identical images give exactly 1.
+    var_a = aa.sub_(mu_a * mu_a).mul_(cov_norm)
+    var_b = bb.sub_(mu_b * mu_b).mul_(cov_norm)
+    cov = ab.sub_(mu_a * mu_b).mul_(cov_norm)
+    cs = cov.mul_(2).add_(c2).div_(var_a.add_(var_b).add_(c2))
     mu_a, mu_b = mu_a.add_(offset_a), mu_b.add_(offset_b)
     luminance = (mu_a * mu_b).mul_(2).add_(c1).div_(mu_a.square_().add_(mu_b.square_()).add_(c1))
     return luminance.mul_(cs), cs
