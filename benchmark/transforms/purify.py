@@ -41,8 +41,8 @@ class TransformPurification(PillowTransform):
     name = "purify"
     version = "2"  # 2: palette by fast octree, median by OpenCV
 
-    def __init__(self, scale: float = 0.5, down: str = "area", up: str = "bicubic",
-                 colour: str = "bits", bits: int = 5, colors: int = 64, quality: int = 75,
+    def __init__(self, scale: float = 0.5, down: str = "bicubic", up: str = "bicubic",
+                 colour: str = "chroma", bits: int = 5, colors: int = 64, quality: int = 75,
                  dither: str = "none", median: int = 0, blur: float = 0.0, sharpen: int = 0,
                  strength: float | None = None):
         strength = self._strength(strength)
