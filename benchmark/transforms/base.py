@@ -24,11 +24,12 @@ use from Python; `changes_size` says which case an instance is in.
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from PIL import Image
 
 from benchmark.errors import check
-from benchmark.images import from_pil, to_pil
+from benchmark.images import to_pil
 
 
 def check_strength(component: str, strength) -> float | None:
@@ -101,12 +102,20 @@ class Transform:
 class PillowTransform(Transform):
     """A transform defined on one 8-bit Pillow RGB image (and its seed, if random)."""
 
+    cpu_batch = None  # already image by image; each result goes straight into the output
+
     def apply(self, img: Image.Image, seed: int) -> Image.Image:
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor, seeds: list[int]) -> torch.Tensor:
-        out = [from_pil(self.apply(to_pil(xi), s)) for xi, s in zip(x, seeds)]
-        return torch.stack(out).to(x.device)
+        out = None
+        for i, (xi, seed) in enumerate(zip(x, seeds)):
+            img = self.apply(to_pil(xi), seed)
+            a = torch.from_numpy(np.array(img if img.mode == "RGB" else img.convert("RGB")))
+            if out is None:
+                out = torch.empty((x.shape[0], a.shape[2], a.shape[0], a.shape[1]))
+            out[i].copy_(a.permute(2, 0, 1)).div_(255)  # = from_pil, without a second copy
+        return out.to(x.device)
 
 
 class Identity(Transform):
