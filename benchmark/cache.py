@@ -40,7 +40,7 @@ from benchmark.images import from_uint8, to_uint8
 log = logging.getLogger(__name__)
 
 # Config keys that say where or how fast a component runs, not what it computes.
-NON_SEMANTIC_KEYS = frozenset({"device", "batch_size", "progress"})
+NON_SEMANTIC_KEYS = frozenset({"device", "batch_size", "max_batch", "compile", "progress"})
 
 
 def _semantic(config):
