@@ -59,9 +59,9 @@ def main() -> None:
             continue  # measured by their own tests on tiny models; see the module docstrings
         t = build(cfg, name)
         t(x[:1], seeds[:1])  # warm-up (imports, lazy tables)
-        one = per_image_ms(lambda: [t(x[i:i + 1], seeds[i:i + 1]) for i in range(len(x))],
+        one = per_image_ms(lambda t=t: [t(x[i:i + 1], seeds[i:i + 1]) for i in range(len(x))],
                            len(x), args.repeats)
-        batch = per_image_ms(lambda: t(x, seeds), len(x), args.repeats)
+        batch = per_image_ms(lambda t=t: t(x, seeds), len(x), args.repeats)
         rows.append({"transform": name, "one_ms": round(one, 2), "batch_ms": round(batch, 2),
                      "ratio": round(batch / one, 3)})
         print(f"{name:<18} {one:>11.2f} ms {batch:>7.2f} ms {batch / one:>6.2f}", flush=True)

@@ -45,15 +45,15 @@ from benchmark.transforms.purify import TransformPurification
 
 PARAMS = ("scale", "down", "up", "colour", "bits", "quality", "colors", "dither", "median",
           "blur", "sharpen")
-DEFAULTS = dict(scale=1.0, down="area", up="bicubic", colour="none", bits=5, quality=75,
-                colors=64, dither="none", median=0, blur=0.0, sharpen=0)
-COLOURS = [dict(colour="none"), dict(colour="bits", bits=6), dict(colour="bits", bits=5),
-           dict(colour="bits", bits=4), dict(colour="jpeg", quality=75),
-           dict(colour="jpeg", quality=50), dict(colour="palette", colors=64),
-           dict(colour="chroma")]
+DEFAULTS = {"scale": 1.0, "down": "area", "up": "bicubic", "colour": "none", "bits": 5,
+            "quality": 75, "colors": 64, "dither": "none", "median": 0, "blur": 0.0, "sharpen": 0}
+COLOURS = [{"colour": "none"}, {"colour": "bits", "bits": 6}, {"colour": "bits", "bits": 5},
+           {"colour": "bits", "bits": 4}, {"colour": "jpeg", "quality": 75},
+           {"colour": "jpeg", "quality": 50}, {"colour": "palette", "colors": 64},
+           {"colour": "chroma"}]
 SCALES = [1.0, 0.75, 0.5, 0.375, 0.25]
-VARIANTS = [dict(down="bicubic"), dict(down="lanczos"), dict(up="lanczos"), dict(median=3),
-            dict(blur=0.5), dict(sharpen=50), dict(sharpen=100), dict(dither="floyd_steinberg")]
+VARIANTS = [{"down": "bicubic"}, {"down": "lanczos"}, {"up": "lanczos"}, {"median": 3},
+            {"blur": 0.5}, {"sharpen": 50}, {"sharpen": 100}, {"dither": "floyd_steinberg"}]
 TIE = 0.01
 MAX_MS = 20.0
 

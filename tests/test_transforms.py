@@ -237,7 +237,7 @@ def test_blur_matches_the_gaussian_formula(portraits64):
     from scipy.ndimage import gaussian_filter
 
     sigma = 1.5
-    radius = (int(round(sigma * 6 + 1)) | 1) // 2
+    radius = (round(sigma * 6 + 1) | 1) // 2
     x = portraits64
     exact = torch.stack([
         torch.from_numpy(gaussian_filter(xi.double().numpy() * 255, sigma=(0, sigma, sigma),

@@ -1,6 +1,7 @@
 """Every transform config: strength form, identity at 0, monotone damage, sizes, batching,
 its sweep line, and out-of-range values rejected at build time."""
 
+import itertools
 import re
 
 import pytest
@@ -55,14 +56,14 @@ def test_strength_zero_is_the_identity_and_damage_grows(portraits64, name):
     values = [psnr(make(name, strength=s)(x, seeds), x) for s in STRENGTHS[1:]]
     # Monotone: PSNR to the input never rises by more than 0.05 dB as strength grows
     # (steps of integer parameters may repeat a level), and falls overall.
-    assert all(b <= a + 0.05 for a, b in zip(values, values[1:])), values
+    assert all(b <= a + 0.05 for a, b in itertools.pairwise(values)), values
     assert values[-1] < values[0] - 0.5, values
 
 
 def _sweep(name):
     """The `# sweep:` line of a config: (key, [values])."""
     text = (FOLDER / f"{name}.yaml").read_text()
-    match = re.search(r"^# sweep: '?transform\.(\w+)=([^\s']+)", text, re.M)
+    match = re.search(r"^# sweep: '?transform\.(\w+)=([^\s']+)", text, re.MULTILINE)
     return match and (match.group(1), match.group(2))
 
 

@@ -31,7 +31,7 @@ LIBRARIES = ("pillow", "opencv", "kornia")
 
 def opencv_gaussian_size(sigma: float) -> int:
     """The kernel side cv2.GaussianBlur chooses for an 8-bit image when ksize is (0, 0)."""
-    return int(round(sigma * 3 * 2 + 1)) | 1
+    return round(sigma * 3 * 2 + 1) | 1
 
 
 def _fit(size: int, height: int, width: int) -> int:

@@ -19,9 +19,9 @@ absolute numbers. LPIPS's backbone comes from torchvision's download cache;
 Strength: iterations 0 -> 3000.
 """
 
-import torch
-
 import os
+
+import torch
 
 from benchmark.defenses.facelock import LPIPS_NETS, load_lpips
 from benchmark.defenses.latent_diffusion import decode, latent_moments

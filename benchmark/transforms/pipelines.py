@@ -17,7 +17,7 @@ Strength: display scale 1 -> 0.25; platform JPEG quality 90 -> 10.
 from PIL import Image
 
 from benchmark.transforms.base import PillowTransform, check_choice, check_flag, check_number, lerp
-from benchmark.transforms.jpeg import SUBSAMPLING, STRENGTH_QUALITY, check_quality, jpeg_round_trip
+from benchmark.transforms.jpeg import STRENGTH_QUALITY, SUBSAMPLING, check_quality, jpeg_round_trip
 from benchmark.transforms.resize import check_interpolation, resize_pil, scaled_size
 
 
