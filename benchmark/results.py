@@ -485,6 +485,11 @@ def _base(label: str) -> str:
     return str(label).split("(", 1)[0]
 
 
+def _matches(labels: pd.Series, wanted: str) -> pd.Series:
+    """`advdm` matches advdm with any parameters; `advdm(direction=-)` only that label."""
+    return labels == wanted if "(" in wanted else labels.map(_base) == wanted
+
+
 def compare_reported(samples: pd.DataFrame, reported: str | Path, metrics: list[str] | str,
                      pair: str, fmt: str = "md", agg: str = "mean", seed: int = 0,
                      where: dict[str, list[str]] | None = None) -> str:
@@ -508,10 +513,12 @@ def compare_reported(samples: pd.DataFrame, reported: str | Path, metrics: list[
     for _, ref in paper.iterrows():
         mine = samples[(samples["metric"] == ref["metric"]) & (samples["pair"] == pair)]
         pooled = ref["defense"] == "*"  # the study names no defense: all protected images
-        defenses = mine["defense"].map(_base)
-        mine = mine[defenses != "none"] if pooled else mine[defenses == ref["defense"]]
+        if pooled:
+            mine = mine[mine["defense"].map(_base) != "none"]
+        else:
+            mine = mine[_matches(mine["defense"], ref["defense"])]
         if ref["transform"]:
-            mine = mine[mine["transform"].map(_base) == ref["transform"]]
+            mine = mine[_matches(mine["transform"], ref["transform"])]
         base = {"table": ref.get("table", ""), "setting": ref.get("setting", ""),
                 "defense": ref.get("paper_name") or ref["defense"], "metric": ref["metric"],
                 "paper": float(ref["value"])}

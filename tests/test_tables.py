@@ -166,6 +166,7 @@ def test_our_numbers_beside_the_studys(tmp_path):
         "table,setting,dataset,defense,transform,generator,pair,metric,value,paper_name,source\n"
         "t1,purification,faces,mist,jpeg,,edit,ssim,0.6500,Mist,paper\n"
         "t1,purification,faces,advdm,jpeg,,edit,ssim,0.7000,AdvDM,paper\n"
+        "t1,purification,faces,photoguard(eps=4),jpeg,,edit,ssim,0.7,PG small,paper\n"
         "t2,portraits,faces,*,jpeg,,edit,ssim,0.7200,(all),paper\n"
         "t3,other pair,faces,mist,jpeg,,fidelity,ssim,0.9,Mist,paper\n")
     out = pd.read_csv(io.StringIO(compare_reported(SAMPLES, reported, "ssim", "edit", "csv")))
@@ -173,9 +174,11 @@ def test_our_numbers_beside_the_studys(tmp_path):
     assert float(mist["ours"]) == pytest.approx(0.7) and mist["paper"] == 0.65
     assert float(mist["ours − paper"]) == pytest.approx(0.05, abs=1e-4)
     assert out[out["defense"] == "AdvDM"]["ours (label)"].item() == "not run"
+    # a reported setting with parameters matches only our job with those parameters
+    assert out[out["defense"] == "PG small"]["ours (label)"].item() == "not run"
     pooled = out[out["defense"] == "(all)"].iloc[0]  # every defense's images together
     assert float(pooled["ours"]) == pytest.approx(np.mean([0.9, 0.7, 0.8, 0.8, 0.6, 0.7]))
-    assert len(out) == 3  # the fidelity row belongs to another pair
+    assert len(out) == 4  # the fidelity row belongs to another pair
     with pytest.raises(BenchError, match="reports nothing"):
         compare_reported(SAMPLES, reported, "lpips", "edit")
 
