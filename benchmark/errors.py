@@ -21,7 +21,8 @@ class MissingModelError(BenchError):
         super().__init__(
             f"model '{model_id}' is not available locally (looked in {cache_dir}).\n"
             f"Provide it in one of three ways:\n"
-            f"  1. download it where there is internet access: `hf download {model_id}`,\n"
+            f"  1. download it where there is internet access: `bench weights pull {model_id}`"
+            f" (or `hf download {model_id}`),\n"
             f"  2. point HF_HOME at a Hugging Face cache that already holds it,\n"
             f"  3. set the config's model key to a local directory, e.g. model=/data/models/sd15."
             + (f"\n({detail})" if detail else "")

@@ -118,6 +118,10 @@ class Job:
         # Cheap components first, so that a bad value stops the job before any model loads.
         self.dataset = build(cfg.dataset, "dataset")
         self.transform = build(cfg.transform, "transform")
+        if getattr(self.transform, "changes_size", False):
+            raise BenchError("transform: restore=false changes the image size, so T(x_adv) cannot "
+                             "be compared with x; keep restore=true for a job's transform (use "
+                             "restore=false only for steps inside transform=chain)")
         self.generator = build(cfg.generator, "generator")
         self.defense = build(cfg.defense, "defense")
         self.metrics = {name: build(mcfg, f"metric.{name}") for name, mcfg in cfg.metric.items()}
