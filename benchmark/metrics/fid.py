@@ -95,14 +95,12 @@ def frechet_distance(fa: np.ndarray, fb: np.ndarray) -> float:
                  - 2 * trace_sqrt_product(fa, fb))
 
 
-class FID(Metric):
-    name = "fid"
-    higher_is_better = False
+class InceptionSetMetric(Metric):
+    """A set-level metric over the TF-Inception pool features of the two image sets of a pair."""
+
     set_level = True
 
-    version = "2"
-
-    def __init__(self, encoder: dict, resize: str = "clean"):
+    def _use_features(self, encoder: dict, resize: str) -> None:
         self.embedder = InceptionFeatures(encoder, resize, where=self.name)
         self.embedder_config = {"features": "tf-inception-pool3", "resize": resize,
                                 "encoder": encoder}
@@ -117,8 +115,20 @@ class FID(Metric):
         self.features_a.append(a.double().cpu().numpy())
         self.features_b.append(b.double().cpu().numpy())
 
+    def sets(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.concatenate(self.features_a), np.concatenate(self.features_b)
+
+
+class FID(InceptionSetMetric):
+    name = "fid"
+    higher_is_better = False
+    version = "2"
+
+    def __init__(self, encoder: dict, resize: str = "clean"):
+        self._use_features(encoder, resize)
+
     def compute(self) -> float | None:
-        fa, fb = np.concatenate(self.features_a), np.concatenate(self.features_b)
+        fa, fb = self.sets()
         n = min(len(fa), len(fb))
         if n < 2:
             log.warning("fid: unavailable for a set of %d image(s); it needs at least 2", n)

@@ -39,11 +39,9 @@ import logging
 import math
 
 import numpy as np
-import torch
 
 from benchmark.errors import check
-from benchmark.metrics.base import Metric
-from benchmark.metrics.fid import InceptionFeatures
+from benchmark.metrics.fid import InceptionSetMetric
 
 log = logging.getLogger(__name__)
 OUTPUTS = ("value", "std_error")
@@ -96,11 +94,10 @@ def mmd2_unequal(a: np.ndarray, b: np.ndarray) -> float:
                  + (kbb.sum() - np.trace(kbb)) / (nb * (nb - 1)) - 2 * kab.sum() / (na * nb))
 
 
-class KID(Metric):
+class KID(InceptionSetMetric):
     name = "kid"
     version = "1"
     higher_is_better = False
-    set_level = True
 
     def __init__(self, encoder: dict, resize: str = "clean", output: str = "value",
                  subsets: int = 100, subset_size: int = 1000, seed: int = 0):
@@ -111,19 +108,7 @@ class KID(Metric):
               isinstance(subset_size, int) and subset_size >= 2, "an integer >= 2")
         self.output, self.subsets, self.subset_size, self.seed = output, subsets, subset_size, seed
         self.higher_is_better = False if output == "value" else None
-        self.embedder = InceptionFeatures(encoder, resize, where=self.name)
-        self.embedder_config = {"features": "tf-inception-pool3", "resize": resize,
-                                "encoder": encoder}
-        self.warned_small = False
-        self.reset()
-
-    def reset(self) -> None:
-        self.features_a: list[np.ndarray] = []
-        self.features_b: list[np.ndarray] = []
-
-    def update(self, a: torch.Tensor, b: torch.Tensor) -> None:
-        self.features_a.append(a.double().cpu().numpy())
-        self.features_b.append(b.double().cpu().numpy())
+        self._use_features(encoder, resize)
 
     def _subset_values(self, fa: np.ndarray, fb: np.ndarray) -> np.ndarray:
         rng = np.random.default_rng(self.seed)
@@ -133,7 +118,7 @@ class KID(Metric):
                          for _ in range(self.subsets)])
 
     def compute(self) -> float | None:
-        fa, fb = np.concatenate(self.features_a), np.concatenate(self.features_b)
+        fa, fb = self.sets()
         n = min(len(fa), len(fb))
         needed = 2 if self.output == "value" else 3
         if n < needed:
