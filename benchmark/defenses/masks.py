@@ -17,7 +17,6 @@ import numpy as np
 import torch
 
 from benchmark.errors import check
-from benchmark.images import to_uint8
 
 log = logging.getLogger(__name__)
 REGIONS = ("background", "face", "none")
@@ -43,31 +42,14 @@ class FaceMask:
 
             self.detector = FaceDetector(detector, component=component)
 
-    def face_box(self, image: torch.Tensor) -> tuple[float, float, float, float]:
-        """(left, top, right, bottom) as fractions of the side."""
-        boxes = self.detector.detect(to_uint8(image))
-        if not boxes:
-            half = self.no_face_box / 2
-            return 0.5 - half, 0.5 - half, 0.5 + half, 0.5 + half
-        b = boxes[0]
-        height, width = image.shape[-2:]
-        cx, cy = (b.left + b.right) / 2 / width, (b.top + b.bottom) / 2 / height
-        half_w = (b.right - b.left) / 2 / width * self.margin
-        half_h = (b.bottom - b.top) / 2 / height * self.margin
-        return cx - half_w, cy - half_h, cx + half_w, cy + half_h
-
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         n, _, height, width = x.shape
         if self.region == "none":
             return torch.zeros(n, 1, height, width, device=x.device)
-        rows = torch.arange(height).float().add(0.5).div(height)[:, None]
-        cols = torch.arange(width).float().add(0.5).div(width)[None, :]
-        out = torch.zeros(n, 1, height, width)
-        for i, image in enumerate(x.detach().cpu()):
-            left, top, right, bottom = self.face_box(image)
-            inside = (rows >= top) & (rows < bottom) & (cols >= left) & (cols < right)
-            out[i, 0] = (inside if self.region == "face" else ~inside).float()
-        return out.to(x.device)
+        from benchmark.models.faces import face_box_masks
+
+        inside, _ = face_box_masks(self.detector, x, self.margin, self.no_face_box)
+        return (inside if self.region == "face" else 1 - inside).to(x.device)
 
 
 def shrink_region(region: np.ndarray, rng: np.random.Generator, strength: float = 1.1,

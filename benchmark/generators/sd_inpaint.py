@@ -32,8 +32,8 @@ import torch.nn.functional as F
 
 from benchmark.errors import check
 from benchmark.generators.diffusion import DiffusionEditor
-from benchmark.images import from_pil, read_image, to_uint8
-from benchmark.models.faces import FaceDetector
+from benchmark.images import from_pil, read_image
+from benchmark.models.faces import FaceDetector, face_box_masks
 
 log = logging.getLogger(__name__)
 MASKS = ("background", "face", "file")
@@ -70,18 +70,6 @@ class SDInpaint(DiffusionEditor):
         self.strength = float(strength)
         self.mask_image = from_pil(read_image(mask_file))[:1] if mask == "file" else None
 
-    def face_box(self, image: torch.Tensor) -> tuple[float, float, float, float] | None:
-        """(left, top, right, bottom) as fractions of the side, enlarged by mask_margin."""
-        boxes = self.detector.detect(to_uint8(image))
-        if not boxes:
-            return None
-        b = boxes[0]
-        height, width = image.shape[-2:]
-        cx, cy = (b.left + b.right) / 2 / width, (b.top + b.bottom) / 2 / height
-        half_w = (b.right - b.left) / 2 / width * self.mask_margin
-        half_h = (b.bottom - b.top) / 2 / height * self.mask_margin
-        return cx - half_w, cy - half_h, cx + half_w, cy + half_h
-
     def masks(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 1, H, W) in {0, 1}: 1 where the pipeline repaints."""
         n, _, height, width = x.shape
@@ -89,18 +77,8 @@ class SDInpaint(DiffusionEditor):
             m = F.interpolate(self.mask_image[None], size=(height, width), mode="bilinear",
                               antialias=True, align_corners=False)
             return (m >= 0.5).float().expand(n, 1, height, width).clone()
-        rows = torch.arange(height).float().add(0.5).div(height)[:, None]
-        cols = torch.arange(width).float().add(0.5).div(width)[None, :]
-        out, missing = torch.zeros(n, 1, height, width), 0
-        for i, image in enumerate(x):
-            box = self.face_box(image)
-            if box is None:
-                missing += 1
-                half = self.no_face_box / 2
-                box = (0.5 - half, 0.5 - half, 0.5 + half, 0.5 + half)
-            left, top, right, bottom = box
-            inside = (rows >= top) & (rows < bottom) & (cols >= left) & (cols < right)
-            out[i, 0] = (inside if self.mask == "face" else ~inside).float()
+        inside, missing = face_box_masks(self.detector, x, self.mask_margin, self.no_face_box)
+        out = inside if self.mask == "face" else 1 - inside
         if missing:
             log.warning("%s: no face found in %d of %d image(s); used the centre box",
                         self.name, missing, n)

@@ -80,3 +80,32 @@ class FaceDetector:
         boxes = [FaceBox(r.left() / scale, r.top() / scale, r.right() / scale,
                          r.bottom() / scale, float(s)) for r, s in found]
         return sorted(boxes, key=lambda b: (-b.score, -b.area))
+
+
+def face_box_masks(detector: FaceDetector, x, margin: float, no_face_box: float):
+    """(N, 1, H, W) masks, 1 inside each image's first face box enlarged by `margin` about its
+    centre (a centre box of side `no_face_box` where no face is found), and the number of
+    images without a face. Boxes are fractions of the side, so any resolution works."""
+    import torch
+
+    from benchmark.images import to_uint8
+
+    n, _, height, width = x.shape
+    rows = torch.arange(height).float().add(0.5).div(height)[:, None]
+    cols = torch.arange(width).float().add(0.5).div(width)[None, :]
+    out, missing = torch.zeros(n, 1, height, width), 0
+    for i, image in enumerate(x.detach().cpu()):
+        boxes = detector.detect(to_uint8(image))
+        if boxes:
+            b = boxes[0]
+            cx, cy = (b.left + b.right) / 2 / width, (b.top + b.bottom) / 2 / height
+            half_w = (b.right - b.left) / 2 / width * margin
+            half_h = (b.bottom - b.top) / 2 / height * margin
+        else:
+            missing += 1
+            cx = cy = 0.5
+            half_w = half_h = no_face_box / 2
+        inside = ((rows >= cy - half_h) & (rows < cy + half_h)
+                  & (cols >= cx - half_w) & (cols < cx + half_w))
+        out[i, 0] = inside.float()
+    return out, missing
