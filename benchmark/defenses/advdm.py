@@ -25,7 +25,6 @@ from benchmark.defenses.latent_diffusion import (
     NoiseStreams,
     alphas_cumprod,
     denoising_loss,
-    embed_prompts,
     encode,
 )
 from benchmark.defenses.pgd import LinfPGD
@@ -60,7 +59,7 @@ class AdvDM(DiffusionDefense):
         parts = self.parts
         x = x.to(self.device)
         noise = NoiseStreams(seeds, self.device, self.name)
-        cond = embed_prompts(parts, [self.prompt]).expand(len(x), -1, -1)
+        cond = self.prompt_condition(len(x))
         acp = alphas_cumprod(parts)
         sign = 1.0 if self.direction == "+" else -1.0
         return self.pgd.maximize(

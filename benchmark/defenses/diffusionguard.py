@@ -31,7 +31,6 @@ from benchmark.defenses.eot import build_eot
 from benchmark.defenses.latent_diffusion import (
     DiffusionDefense,
     NoiseStreams,
-    embed_prompts,
     encode,
     predict_noise,
 )
@@ -108,7 +107,7 @@ class DiffusionGuard(DiffusionDefense):
         x = x.to(self.device)
         repaint = self.mask(x)
         noise = NoiseStreams(seeds, self.device, self.name)
-        cond = embed_prompts(parts, [self.prompt]).expand(len(x), -1, -1)
+        cond = self.prompt_condition(len(x))
         t, sigma = self.first_timestep(parts)
 
         def loss(v: torch.Tensor) -> torch.Tensor:

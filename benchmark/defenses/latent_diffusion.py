@@ -209,6 +209,10 @@ class DiffusionDefense(Defense):
     def device(self) -> torch.device:
         return self.diffusion.device
 
+    def prompt_condition(self, n: int) -> torch.Tensor:
+        """The text embedding of `self.prompt`, once per image of a batch of n."""
+        return embed_prompts(self.parts, [self.prompt]).expand(n, -1, -1)
+
     def autocast(self):
         if self.precision == "fp32":
             return nullcontext()

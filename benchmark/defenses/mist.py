@@ -30,7 +30,6 @@ from benchmark.defenses.latent_diffusion import (
     NoiseStreams,
     alphas_cumprod,
     denoising_loss,
-    embed_prompts,
     encode,
     latent_moments,
 )
@@ -104,7 +103,7 @@ class Mist(DiffusionDefense):
         parts = self.parts
         x = x.to(self.device)
         noise = NoiseStreams(seeds, self.device, self.name)
-        cond = embed_prompts(parts, [self.prompt]).expand(len(x), -1, -1)
+        cond = self.prompt_condition(len(x))
         acp = alphas_cumprod(parts)
         pattern = load_pattern(self.pattern_path, tuple(x.shape[-2:])).to(self.device)
         target = PatternLatent(parts.vae, pattern, len(x))

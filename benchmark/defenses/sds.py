@@ -34,7 +34,6 @@ from benchmark.defenses.latent_diffusion import (
     NoiseStreams,
     add_noise,
     alphas_cumprod,
-    embed_prompts,
     encode,
     predict_noise,
 )
@@ -78,7 +77,7 @@ class ScoreDistillation(DiffusionDefense):
         parts = self.parts
         x = x.to(self.device)
         noise = NoiseStreams(seeds, self.device, self.name)
-        cond = embed_prompts(parts, [self.prompt]).expand(len(x), -1, -1)
+        cond = self.prompt_condition(len(x))
         acp = alphas_cumprod(parts)
         sign = 1.0 if self.direction == "+" else -1.0
         target = None
