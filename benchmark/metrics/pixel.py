@@ -2,8 +2,8 @@
 
 All three run batched in torch on `device` (the GPU where there is one) and
 equal scikit-image's values, which stay available as `backend: skimage` for
-PSNR and SSIM (MS-SSIM has no scikit-image counterpart). PSNR is computed in
-float64 (equal to 1e-12 dB). SSIM and MS-SSIM default to float32 (`dtype:
+PSNR and SSIM (MS-SSIM has no scikit-image counterpart). PSNR sums squared
+differences in float64 (within 1e-7 dB of scikit-image). SSIM and MS-SSIM default to float32 (`dtype:
 float32`), within 1e-5 of scikit-image's float64 on the shipped portraits
 (largest difference measured: 1.3e-6, JPEG at quality 10-90, 64-512 px, both
 windows); `dtype: float64` agrees to 1e-12 and is slower (torch has no fast
@@ -59,25 +59,21 @@ def gaussian_window(sigma: float = 1.5, truncate: float = 3.5) -> torch.Tensor:
 
 
 def _local_moments(a: torch.Tensor, b: torch.Tensor, taps: torch.Tensor) -> list[torch.Tensor]:
-    """Window-weighted local E[a], E[b], E[a^2], E[b^2], E[ab] (N, C, H', W') over the pixels
-    whose window lies inside the image."""
+    """Window-weighted local E[a], E[b], E[a^2 + b^2], E[ab] (N, C, H', W') over the pixels
+    whose window lies inside the image. SSIM needs only the sum of the two variances, so four
+    filtered maps do the work of the usual five."""
     n, c, h, w = a.shape
     k = len(taps)
     taps = taps.to(a)
+    x = torch.cat([a, b, a * a + b * b, a * b], dim=1)
     if a.dtype == torch.float32:
-        # oneDNN's depthwise convolution is fast in channels-last layout only (several times
-        # faster than NCHW); float64 has no such kernel.
-        ah, bh = a.permute(0, 2, 3, 1), b.permute(0, 2, 3, 1)
-        x = torch.cat([ah, bh, ah * ah, bh * bh, ah * bh], dim=-1).permute(0, 3, 1, 2)
-        x = F.conv2d(x, taps.view(1, 1, 1, k).expand(5 * c, 1, 1, k).contiguous(), groups=5 * c)
-        s = F.conv2d(x, taps.view(1, 1, k, 1).expand(5 * c, 1, k, 1).contiguous(), groups=5 * c)
-        s = s.permute(0, 2, 3, 1)
-        s = s.reshape(n, h - k + 1, w - k + 1, 5, c).permute(3, 0, 4, 1, 2).contiguous()
-        return list(s.unbind(0))
-    x = torch.cat([a, b, a * a, b * b, a * b], dim=1)
-    x = F.conv2d(x, taps.view(1, 1, 1, -1).expand(5 * c, 1, 1, -1), groups=5 * c)
-    x = F.conv2d(x, taps.view(1, 1, -1, 1).expand(5 * c, 1, -1, 1), groups=5 * c)
-    return [t.contiguous() for t in x.split(c, dim=1)]
+        # oneDNN's depthwise convolution is several times faster in channels-last layout than
+        # in NCHW (float64 has no such kernel); the elementwise SSIM formula is faster on
+        # contiguous NCHW maps, so the result goes back.
+        x = x.contiguous(memory_format=torch.channels_last)
+    x = F.conv2d(x, taps.view(1, 1, 1, k).expand(4 * c, 1, 1, k).contiguous(), groups=4 * c)
+    x = F.conv2d(x, taps.view(1, 1, k, 1).expand(4 * c, 1, k, 1).contiguous(), groups=4 * c)
+    return list(x.contiguous().split(c, dim=1))
 
 
 def ssim_maps(a: torch.Tensor, b: torch.Tensor, taps: torch.Tensor, cov_norm: float = 1.0,
@@ -86,13 +82,13 @@ def ssim_maps(a: torch.Tensor, b: torch.Tensor, taps: torch.Tensor, cov_norm: fl
     # Centring each image channel first keeps E[x^2] - E[x]^2 from cancelling badly in float32;
     # (co)variances do not change, and the means get their offsets back below.
     offset_a, offset_b = a.mean(dim=(2, 3), keepdim=True), b.mean(dim=(2, 3), keepdim=True)
-    mu_a, mu_b, aa, bb, ab = _local_moments(a - offset_a, b - offset_b, taps)
+    mu_a, mu_b, squares, ab = _local_moments(a - offset_a, b - offset_b, taps)
     c1, c2 = (K1 * data_range) ** 2, (K2 * data_range) ** 2
-    # Each term computed the same way for a and b, so that identical images give exactly 1.
-    var_a = aa.sub_(mu_a * mu_a).mul_(cov_norm)
-    var_b = bb.sub_(mu_b * mu_b).mul_(cov_norm)
-    cov = ab.sub_(mu_a * mu_b).mul_(cov_norm)
-    cs = cov.mul_(2).add_(c2).div_(var_a.add_(var_b).add_(c2))
+    # a and b enter symmetrically and every doubling is exact, so identical images give 1.
+    mu_ab = mu_a * mu_b
+    mu_sq = mu_a * mu_a + mu_b * mu_b
+    cs = ab.sub_(mu_ab).mul_(2 * cov_norm).add_(c2)
+    cs = cs.div_(squares.sub_(mu_sq).mul_(cov_norm).add_(c2))
     mu_a, mu_b = mu_a.add_(offset_a), mu_b.add_(offset_b)
     luminance = (mu_a * mu_b).mul_(2).add_(c1).div_(mu_a.square_().add_(mu_b.square_()).add_(c1))
     return luminance.mul_(cs), cs
@@ -144,10 +140,18 @@ class _PixelMetric(Metric):
 
 
 class PSNR(_PixelMetric):
-    """Peak signal-to-noise ratio in dB, data range 1; identical images give inf."""
+    """Peak signal-to-noise ratio in dB, data range 1; identical images give inf.
+
+    Differences are taken in `dtype` and their squares summed in float64: float32 (default)
+    is within 1e-7 dB of scikit-image's float64 on 8-bit images (measured 2.7e-8 on the
+    portraits), float64 within 1e-12."""
 
     name = "psnr"
+    version = "2"  # float64 sums of float32 terms (PSNR); four filtered maps (SSIM)
     higher_is_better = True
+
+    def __init__(self, backend: str = "torch", device: str = "auto", dtype: str = "float32"):
+        super().__init__(backend, device, dtype)
 
     def update(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         if self.backend == "skimage":
@@ -158,12 +162,19 @@ class PSNR(_PixelMetric):
                                                              data_range=1.0)
                                      for ai, bi in zip(a, b)], dtype=torch.float64)
         a, b = self._prepare(a, b)
-        mse = ((a - b) ** 2).flatten(1).mean(dim=1)
-        return (10 * torch.log10(1.0 / mse)).double().cpu()
+        if a.device.type == "cpu":
+            # One image at a time: a batch-sized temporary costs more in page faults than the
+            # arithmetic (0.3 vs 4 ms per 512 px image).
+            sse = torch.stack([(ai - bi).square_().sum(dtype=torch.float64)
+                               for ai, bi in zip(a, b)])
+        else:
+            sse = (a - b).square_().sum(dim=(1, 2, 3), dtype=torch.float64)
+        return (10 * torch.log10(a[0].numel() / sse)).cpu()
 
 
 class SSIM(_PixelMetric):
     name = "ssim"
+    version = "2"  # float64 sums of float32 terms (PSNR); four filtered maps (SSIM)
     higher_is_better = True
 
     def __init__(self, gaussian_weights: bool = True, backend: str = "torch", device: str = "auto",
@@ -199,6 +210,7 @@ class SSIM(_PixelMetric):
 
 class MSSSIM(_PixelMetric):
     name = "ms_ssim"
+    version = "2"  # float64 sums of float32 terms (PSNR); four filtered maps (SSIM)
     higher_is_better = True
     MIN_SIZE = 11 * 2 ** (len(MS_SSIM_WEIGHTS) - 1)
 
