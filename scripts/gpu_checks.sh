@@ -36,11 +36,11 @@ if [ "${SMOKE:-0}" = 1 ]; then
     step defenses 300 $py scripts/bench_defenses.py --tiny --defenses advdm,photoguard_diffusion \
         --out "$out/defenses.csv"
 else
-    step pytest_gpu 150 $py -m pytest -q -p no:cacheprovider -rs -m gpu tests/test_metrics.py \
+    step pytest_gpu 120 $py -m pytest -q -p no:cacheprovider -rs -m gpu tests/test_metrics.py \
         tests/test_generators.py
-    step metrics 90 $py scripts/bench_metrics.py --device cuda --n 256 --fid-n 32
+    step metrics 80 $py scripts/bench_metrics.py --device cuda --n 256 --fid-n 32
     step generators 150 $py scripts/bench_generators.py --strength 1.0 \
         --json "$out/generators.json"
-    step defenses 180 $py scripts/bench_defenses.py --iterations 3 --threads 8 \
+    step defenses 150 $py scripts/bench_defenses.py --iterations 3 --threads 8 \
         --out "$out/defenses.csv"
 fi
