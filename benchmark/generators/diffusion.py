@@ -4,8 +4,9 @@ Paired noise: each image's noise comes from its own `torch.Generator`, seeded
 with that image's seed (one per image, derived from the clean image), so G(x),
 G(x_adv) and G(T(x_adv)) of one subject start from the same latent noise, take
 the same scheduler randomness and get the same prompt; their difference comes
-from the input alone. The generators live on the CPU, so the noise is the same
-on any device. An image's result does not depend on the other images of its
+from the input alone. The generators live on the CPU and every draw is made in
+float32 (`noise.float32_noise`), so the noise is the same on any device and in
+any precision. An image's result does not depend on the other images of its
 batch beyond floating-point rounding.
 
 Prompts (or instructions) are a config list; each image gets one, chosen from
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 
 from benchmark.errors import BenchError, check
 from benchmark.generators.base import Generator
+from benchmark.generators.noise import float32_noise
 from benchmark.images import derive_seed, generator_for
 from benchmark.models import DTYPES, resolve_device, shared
 from benchmark.models.diffusion import SCHEDULERS, SDComponents, load_sd_components
@@ -134,7 +136,7 @@ class DiffusionEditor(Generator):
             "prompt": [self.prompt_for(s) for s in seeds], "negative_prompt": negative,
             "num_inference_steps": self.steps, "guidance_scale": self.guidance,
             "generator": [generator_for(s) for s in seeds], "output_type": "pt"}
-        with torch.no_grad():
+        with torch.no_grad(), float32_noise():
             y = self.call_pipeline(pipe, x, seeds, common)
         return y.float().clamp(0, 1).cpu()
 

@@ -18,7 +18,7 @@ from benchmark.generators.diffusion import DiffusionEditor
 
 class InstructPix2Pix(DiffusionEditor):
     name = "instruct_pix2pix"
-    version = "1"
+    version = "2"  # noise drawn in float32 in every precision
     pipeline_class = "StableDiffusionInstructPix2PixPipeline"
     prompts_key = "instructions"
 

@@ -23,7 +23,7 @@ from benchmark.generators.diffusion import DiffusionEditor
 
 class SDImg2Img(DiffusionEditor):
     name = "sd_img2img"
-    version = "1"
+    version = "2"  # noise drawn in float32 in every precision
     pipeline_class = "StableDiffusionImg2ImgPipeline"
 
     def __init__(self, model: str = "stable-diffusion-v1-5/stable-diffusion-v1-5",
