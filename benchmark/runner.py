@@ -9,6 +9,11 @@ computed, rounded to 8 bits and stored), then scores every metric on every pair:
 
 Seeds derive from (global seed, clean image identity, stage), so T(x) and
 T(x_adv) share randomness, and so do all generations of one subject.
+
+Per-image side information: a component whose `needs_masks` is true (sd_inpaint
+with mask=dataset) gets the dataset's mask of each clean image as `masks=`, and
+the mask's content joins that item's cache key; the job checks at its start that
+every image has its mask.
 """
 
 import json
@@ -98,6 +103,8 @@ class _Batch:
     ids: list[str]
     images: dict[str, torch.Tensor] = field(default_factory=dict)
     keys: dict[str, list[str]] = field(default_factory=dict)
+    masks: torch.Tensor | None = None  # (N, 1, H, W) dataset masks, when a component uses them
+    mask_keys: list[str] | None = None
 
 
 class Job:
@@ -136,6 +143,7 @@ class Job:
                 raise BenchError(f"metric.{name}: relative_to={metric.relative_to!r} is not a pair")
         self.components = {"protect": self.defense, "transform": self.transform,
                            "generate": self.generator}
+        self.uses_masks = self._check_masks()
         self.configs = {stage: OmegaConf.to_container(cfg[group], resolve=True)
                         for stage, group in STAGE_COMPONENT.items()}
         self.labels = {"dataset": type(self.dataset).name, "defense": self.defense.name,
@@ -154,32 +162,52 @@ class Job:
                                      disable=not self.progress, dynamic_ncols=True)
         return self._bars[stage]
 
+    def _check_masks(self) -> bool:
+        """Whether a component takes the dataset's masks; if so, each image must have one."""
+        users = [f"{STAGE_COMPONENT[stage]}.mask=dataset" for stage, c in self.components.items()
+                 if getattr(c, "needs_masks", False)]
+        if not users:
+            return False
+        if getattr(self.dataset, "masks", None) is None:
+            raise BenchError(f"{users[0]} needs one mask per image, but dataset.masks is not "
+                             "set: add dataset.masks=/path/to/masks (the mask of "
+                             "<root>/<rel>/<stem>.<ext> is <masks>/<rel>/<stem>.png or any image "
+                             "extension, white = repaint)")
+        self.dataset.check_masks()  # directory listings only: before any model runs
+        return True
+
     def _run_stage(self, stage: str, inputs: torch.Tensor, input_keys: list[str],
-                   clean_keys: list[str]) -> tuple[torch.Tensor, list[str]]:
+                   clean_keys: list[str], batch: _Batch | None = None
+                   ) -> tuple[torch.Tensor, list[str]]:
         component = self.components[stage]
         if component.is_identity:
             return inputs, input_keys
         seeds = [derive_seed(self.seed, k, stage) for k in clean_keys]
-        keys = [cache_key(stage, self.configs[stage], component.version, [k], s)
-                for k, s in zip(input_keys, seeds)]
+        item_inputs = [[k] for k in input_keys]
+        masked = getattr(component, "needs_masks", False)
+        if masked:  # the clean image's mask is an input of the item too
+            item_inputs = [[k, f"mask:{m}"] for k, m in zip(input_keys, batch.mask_keys)]
+        keys = [cache_key(stage, self.configs[stage], component.version, ins, s)
+                for ins, s in zip(item_inputs, seeds)]
 
         def compute(indices: list[int]) -> list[torch.Tensor]:
             x = inputs[indices].to(self.device)
             miss_seeds = [seeds[i] for i in indices]
+            side = {"masks": batch.masks[indices].to(self.device)} if masked else {}
             began = time.perf_counter()
             if stage == "protect":
-                y = component.protect(x, miss_seeds)
+                y = component.protect(x, miss_seeds, **side)
             elif stage == "transform":
-                y = component(x, miss_seeds)
+                y = component(x, miss_seeds, **side)
             else:
-                y = component.edit(x, miss_seeds)
+                y = component.edit(x, miss_seeds, **side)
             y = release(y.detach()).cpu()
             # the component's own time per image (cost figures read it even when cached later)
             per_image = (time.perf_counter() - began) / len(indices)
             for j, i in enumerate(indices):
                 self.cache.save_image(stage, keys[i], y[j], {
                     "config": self.configs[stage], "version": component.version,
-                    "inputs": [input_keys[i]], "seed": seeds[i], "seconds": per_image,
+                    "inputs": item_inputs[i], "seed": seeds[i], "seconds": per_image,
                     "device": str(self.device)})
             return list(y)
 
@@ -226,10 +254,12 @@ class Job:
     # -- the job --------------------------------------------------------------------------------
 
     def _batches(self):
-        ids, xs = [], []
+        """(image ids, clean images, their dataset masks or None) per batch."""
+        ids, xs, masks = [], [], []
         for index in range(len(self.dataset)):
             try:
-                sample = self.dataset.load(index)
+                sample = (self.dataset.load(index, with_mask=True) if self.uses_masks
+                          else self.dataset.load(index))
             except UnreadableImageError as e:
                 if self.strict:
                     raise
@@ -238,11 +268,12 @@ class Job:
                 continue
             ids.append(sample.image_id)
             xs.append(sample.x)
+            masks.append(sample.mask)
             if len(ids) == self.batch_size:
-                yield ids, torch.stack(xs)
-                ids, xs = [], []
+                yield ids, torch.stack(xs), torch.stack(masks) if self.uses_masks else None
+                ids, xs, masks = [], [], []
         if ids:
-            yield ids, torch.stack(xs)
+            yield ids, torch.stack(xs), torch.stack(masks) if self.uses_masks else None
 
     def job_key(self) -> str:
         """Identity of the whole job: configs, versions and the dataset files' stat."""
@@ -255,6 +286,10 @@ class Job:
         for p in self.dataset.paths:
             st = p.stat()
             files.append([str(p), st.st_size, st.st_mtime_ns])
+            if getattr(self.dataset, "masks", None) is not None:  # its mask file(s) too
+                for m in self.dataset.mask_files(p):
+                    mst = m.stat()
+                    files[-1] += [str(m), mst.st_size, mst.st_mtime_ns]
         return cache_key("job", semantic, json.dumps(versions, sort_keys=True),
                          [json.dumps(files), json.dumps(self.labels, sort_keys=True)], self.seed)
 
@@ -294,14 +329,15 @@ class Job:
         set_inputs: dict[tuple[str, str], tuple[list, list]] = defaultdict(lambda: ([], []))
         image_ids: list[str] = []
         images: list[dict] = []
-        for ids, x in self._batches():
-            batch = _Batch(ids, {"x": x}, {"x": [content_key(xi) for xi in x]})
+        for ids, x, masks in self._batches():
+            batch = _Batch(ids, {"x": x}, {"x": [content_key(xi) for xi in x]}, masks,
+                           None if masks is None else [content_key(m) for m in masks])
             self._keep_clean(ids, x, batch.keys["x"])
             image_ids += ids
             for name in needed:
                 stage, source = RECIPES[name]
                 batch.images[name], batch.keys[name] = self._run_stage(
-                    stage, batch.images[source], batch.keys[source], batch.keys["x"])
+                    stage, batch.images[source], batch.keys[source], batch.keys["x"], batch)
                 if stage in self._bars:
                     self._bars[stage].update(len(ids))
             for name in ["x", *needed]:

@@ -1,12 +1,21 @@
-"""Datasets: an ordered list of image files, each loaded as a square CHW float tensor."""
+"""Datasets: an ordered list of image files, each loaded as a square CHW float tensor.
 
+A dataset may carry one inpainting mask per image (`masks`: a folder). The mask
+of `<root>/<rel>/<stem>.<ext>` is `<masks>/<rel>/<stem>.<any image extension>`
+(extension case ignored), white = repaint. It must have its image's pixel size;
+it is read as greyscale and gets exactly its image's crop box and resize, then is
+binarised at 0.5, so it stays aligned with the image the editor sees.
+"""
+
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
-from benchmark.errors import check
+from benchmark.errors import BenchError, check
 from benchmark.images import from_pil, read_image
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
@@ -17,6 +26,7 @@ class Sample:
     image_id: str
     path: Path
     x: torch.Tensor  # CHW, float32 in [0, 1]
+    mask: torch.Tensor | None = None  # 1HW, float32 in {0, 1}, 1 = repaint (when asked for)
 
 
 def square_box(width: int, height: int, center: tuple[float, float], side: float) -> tuple:
@@ -28,18 +38,26 @@ def square_box(width: int, height: int, center: tuple[float, float], side: float
 
 
 class ImageDataset:
-    """Base class: subclasses set `self.paths` and may override `crop_box`."""
+    """Base class: subclasses set `self.root` and `self.paths` and may override `crop_box`."""
 
     name = "images"
 
-    def __init__(self, resolution: int = 512, limit: int | None = None):
+    def __init__(self, resolution: int = 512, limit: int | None = None,
+                 masks: str | None = None):
         check(self.name, "resolution", resolution, isinstance(resolution, int) and resolution >= 8,
               "an integer >= 8 (pixels of the square side)")
         check(self.name, "limit", limit, limit is None or (isinstance(limit, int) and limit >= 1),
               "null or an integer >= 1")
+        check(self.name, "masks", masks,
+              masks is None or (isinstance(masks, str) and Path(masks).expanduser().is_dir()),
+              "null or an existing folder of mask images (<masks>/<rel>/<stem>.png, "
+              "white = repaint)")
         self.resolution = resolution
         self.limit = limit
+        self.masks = Path(masks).expanduser() if masks is not None else None
+        self.root: Path | None = None
         self.paths: list[Path] = []
+        self._mask_files: dict[Path, dict[str, list[Path]]] = {}
 
     def _finish(self, paths: list[Path]) -> None:
         self.paths = paths[: self.limit] if self.limit else paths
@@ -53,11 +71,82 @@ class ImageDataset:
     def crop_box(self, path: Path, img: Image.Image) -> tuple:
         return square_box(img.width, img.height, (img.width / 2, img.height / 2), min(img.size))
 
-    def load(self, index: int) -> Sample:
-        """Read, crop and resize one image; raises UnreadableImageError naming the file."""
+    def load(self, index: int, with_mask: bool = False) -> Sample:
+        """Read, crop and resize one image (and its mask); UnreadableImageError names the file."""
         path = self.paths[index]
         img = read_image(path)
-        img = img.crop(self.crop_box(path, img))
+        box = self.crop_box(path, img)
+        mask = self._load_mask(path, img.size, box) if with_mask else None
+        img = self._fit(img.crop(box))
+        return Sample(self.image_id(path), path, from_pil(img), mask)
+
+    def _fit(self, img: Image.Image) -> Image.Image:
         if img.size != (self.resolution, self.resolution):
             img = img.resize((self.resolution, self.resolution), Image.Resampling.LANCZOS)
-        return Sample(self.image_id(path), path, from_pil(img))
+        return img
+
+    # -- masks ----------------------------------------------------------------------------------
+
+    def _relative(self, path: Path) -> Path:
+        return path.relative_to(self.root) if self.root is not None else Path(path.name)
+
+    def mask_pattern(self, path: Path) -> str:
+        """Where the mask of an image is looked for, as one brace pattern (for messages)."""
+        rel = self._relative(path)
+        exts = ",".join(e.lstrip(".") for e in IMAGE_EXTENSIONS)
+        return f"{self.masks / rel.parent / rel.stem}.{{{exts}}}"
+
+    def mask_files(self, path: Path) -> list[Path]:
+        """The existing mask files of one image (normally one; several is an error)."""
+        if self.masks is None:
+            return []
+        rel = self._relative(path)
+        folder = self.masks / rel.parent
+        if folder not in self._mask_files:  # one listing per folder, not one per image
+            by_stem = defaultdict(list)
+            if folder.is_dir():
+                for p in sorted(folder.iterdir()):
+                    if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file():
+                        by_stem[p.stem].append(p)
+            self._mask_files[folder] = by_stem
+        return self._mask_files[folder].get(rel.stem, [])
+
+    def mask_path(self, path: Path) -> Path:
+        found = self.mask_files(path)
+        if len(found) != 1:
+            raise BenchError(f"dataset.masks: {self._mask_problem(path, found)}")
+        return found[0]
+
+    def _mask_problem(self, path: Path, found: list[Path]) -> str:
+        if found:
+            return f"several masks for image {path}: {', '.join(map(str, found))}; keep one"
+        return (f"no mask for image {path} (tried {self.mask_pattern(path)}, "
+                "extension case ignored)")
+
+    def check_masks(self) -> None:
+        """Every image has exactly one mask; else a BenchError naming the images and paths tried.
+
+        Cheap (directory listings only): a job calls it before any model runs.
+        """
+        if self.masks is None:
+            raise BenchError("dataset.masks is not set")
+        problems = [self._mask_problem(p, found) for p in self.paths
+                    if len(found := self.mask_files(p)) != 1]
+        if problems:
+            shown = "\n  ".join(problems[:5])
+            more = f"\n  ... and {len(problems) - 5} more" if len(problems) > 5 else ""
+            raise BenchError(
+                f"dataset.masks={str(self.masks)!r}: {len(problems)} of {len(self.paths)} "
+                f"image(s) lack exactly one mask (the mask of <root>/<rel>/<stem>.<ext> is "
+                f"<masks>/<rel>/<stem>.<image extension>, white = repaint):\n  {shown}{more}")
+
+    def _load_mask(self, path: Path, size: tuple[int, int], box: tuple) -> torch.Tensor:
+        """The image's mask with the image's own crop box and resize, binarised at 0.5."""
+        mask_path = self.mask_path(path)
+        grey = read_image(mask_path).convert("L")
+        if grey.size != size:
+            raise BenchError(f"mask {mask_path} is {grey.size[0]}x{grey.size[1]} pixels but its "
+                             f"image {path} is {size[0]}x{size[1]}: a mask must match its image")
+        grey = self._fit(grey.crop(box))
+        values = torch.from_numpy(np.asarray(grey, dtype=np.float32) / 255)
+        return (values >= 0.5).float()[None]

@@ -17,13 +17,15 @@ from benchmark.paths import portraits_dir
 class PortraitsDataset(ImageDataset):
     name = "portraits"
 
-    def __init__(self, resolution: int = 512, limit: int | None = None, face_margin: float = 2.2):
-        super().__init__(resolution, limit)
+    def __init__(self, resolution: int = 512, limit: int | None = None, face_margin: float = 2.2,
+                 masks: str | None = None):
+        super().__init__(resolution, limit, masks)
         check(self.name, "face_margin", face_margin, face_margin >= 1.0,
               "a number >= 1 (square side as a multiple of the face box)")
         self.face_margin = face_margin
         faces = json.loads((portraits_dir() / "faces.json").read_text())["faces"]
         self.faces = {name: tuple(box) for name, box in faces.items()}
+        self.root = portraits_dir()
         self._finish([portraits_dir() / name for name in sorted(self.faces)])
 
     def crop_box(self, path: Path, img: Image.Image) -> tuple:

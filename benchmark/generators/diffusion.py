@@ -118,16 +118,21 @@ class DiffusionEditor(Generator):
                               antialias=True, align_corners=False).clamp(0, 1)
         return x
 
-    def edit(self, x: torch.Tensor, seeds: Sequence[int]) -> torch.Tensor:
+    def edit(self, x: torch.Tensor, seeds: Sequence[int],
+             masks: torch.Tensor | None = None) -> torch.Tensor:
         if len(seeds) != len(x):
             raise BenchError(f"{self.name}: {len(x)} images but {len(seeds)} seeds")
+        if masks is not None and len(masks) != len(x):
+            raise BenchError(f"{self.name}: {len(x)} images but {len(masks)} masks")
         out = []
         for start in range(0, len(x), self.max_batch):
             chunk = slice(start, start + self.max_batch)
-            out.append(self._edit_batch(x[chunk], list(seeds[chunk])))
+            out.append(self._edit_batch(x[chunk], list(seeds[chunk]),
+                                        None if masks is None else masks[chunk]))
         return torch.cat(out)
 
-    def _edit_batch(self, x: torch.Tensor, seeds: list[int]) -> torch.Tensor:
+    def _edit_batch(self, x: torch.Tensor, seeds: list[int],
+                    masks: torch.Tensor | None = None) -> torch.Tensor:
         x = self.prepare(x).cpu()
         pipe = self.pipeline
         pipe.scheduler = self.components.make_scheduler(self.scheduler)  # fresh state per call
@@ -137,7 +142,9 @@ class DiffusionEditor(Generator):
             "num_inference_steps": self.steps, "guidance_scale": self.guidance,
             "generator": [generator_for(s) for s in seeds], "output_type": "pt"}
         with torch.no_grad(), float32_noise():
-            y = self.call_pipeline(pipe, x, seeds, common)
+            # only editors that take the dataset's masks (needs_masks) are given them
+            extra = {} if masks is None else {"masks": masks.cpu()}
+            y = self.call_pipeline(pipe, x, seeds, common, **extra)
         return y.float().clamp(0, 1).cpu()
 
     def call_pipeline(self, pipe, x: torch.Tensor, seeds: list[int], common: dict) -> torch.Tensor:

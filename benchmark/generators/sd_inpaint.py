@@ -1,4 +1,4 @@
-"""Stable Diffusion inpainting with face masks: repaint the face, or keep it and repaint the rest.
+"""Stable Diffusion inpainting: repaint the face, or keep it and repaint the rest, or given masks.
 
 Rombach, Blattmann, Lorenz, Esser, Ommer. "High-Resolution Image Synthesis with
 Latent Diffusion Models." CVPR 2022 (the inpainting model: SD 1.5 fine-tuned with
@@ -10,7 +10,11 @@ Masks (white = repainted):
 - `background` (default): keep the face, repaint the rest, the setting of
   PhotoGuard's inpainting demo and of DiffusionGuard (a person put into a new scene);
 - `face`: repaint the face region;
-- `file`: one mask image for every input (aligned face datasets), `mask_file`.
+- `file`: one mask image for every input (aligned face datasets), `mask_file`;
+- `dataset`: one mask per image, given with the dataset (`dataset.masks`, see
+  benchmark/data/base.py: same crop and resize as its image, binarised at 0.5).
+  The mask belongs to the clean image and is used for every input made from it
+  (x, x_adv, T(x_adv)), as an editor that annotated the original photo would.
 
 The face box comes from dlib (benchmark/models/faces.py; HOG by default, the
 CNN detector with `detector: cnn`), enlarged by `mask_margin` around its centre.
@@ -30,13 +34,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from benchmark.errors import check
+from benchmark.errors import BenchError, check
 from benchmark.generators.diffusion import DiffusionEditor
 from benchmark.images import from_pil, read_image
 from benchmark.models.faces import FaceDetector, face_box_masks
 
 log = logging.getLogger(__name__)
-MASKS = ("background", "face", "file")
+MASKS = ("background", "face", "file", "dataset")
 
 
 class SDInpaint(DiffusionEditor):
@@ -69,14 +73,21 @@ class SDInpaint(DiffusionEditor):
         self.mask, self.mask_margin, self.no_face_box = mask, float(mask_margin), no_face_box
         self.strength = float(strength)
         self.mask_image = from_pil(read_image(mask_file))[:1] if mask == "file" else None
+        self.needs_masks = mask == "dataset"  # the runner then passes edit(..., masks=)
 
-    def masks(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 1, H, W) in {0, 1}: 1 where the pipeline repaints."""
+    def masks(self, x: torch.Tensor, given: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, 1, H, W) in {0, 1}: 1 where the pipeline repaints.
+
+        `given`: the dataset's masks for x (mask=dataset), resized to x's size if needed.
+        """
         n, _, height, width = x.shape
         if self.mask == "file":
-            m = F.interpolate(self.mask_image[None], size=(height, width), mode="bilinear",
-                              antialias=True, align_corners=False)
-            return (m >= 0.5).float().expand(n, 1, height, width).clone()
+            return _fit(self.mask_image[None], height, width).expand(n, 1, height, width).clone()
+        if self.mask == "dataset":
+            if given is None or len(given) != n:
+                raise BenchError(f"{self.name}: mask=dataset needs one mask per image from the "
+                                 "dataset (set dataset.masks=/path/to/masks)")
+            return _fit(given.float().cpu(), height, width)
         inside, missing = face_box_masks(self.detector, x, self.mask_margin, self.no_face_box)
         out = inside if self.mask == "face" else 1 - inside
         if missing:
@@ -84,7 +95,15 @@ class SDInpaint(DiffusionEditor):
                         self.name, missing, n)
         return out
 
-    def call_pipeline(self, pipe, x, seeds, common):
+    def call_pipeline(self, pipe, x, seeds, common, masks=None):
         height, width = x.shape[-2:]
-        return pipe(image=x, mask_image=self.masks(x), strength=self.strength, height=height,
-                    width=width, **common).images
+        return pipe(image=x, mask_image=self.masks(x, masks), strength=self.strength,
+                    height=height, width=width, **common).images
+
+
+def _fit(m: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(N, 1, h, w) masks at (height, width), binarised at 0.5."""
+    if m.shape[-2:] != (height, width):
+        m = F.interpolate(m, size=(height, width), mode="bilinear", antialias=True,
+                          align_corners=False)
+    return (m >= 0.5).float()
