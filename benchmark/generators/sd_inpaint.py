@@ -45,7 +45,7 @@ MASKS = ("background", "face", "file", "dataset")
 
 class SDInpaint(DiffusionEditor):
     name = "sd_inpaint"
-    version = "1"
+    version = "2"  # noise drawn in float32 in every precision
     pipeline_class = "StableDiffusionInpaintPipeline"
 
     def __init__(self, model: str = "stable-diffusion-v1-5/stable-diffusion-inpainting",
