@@ -11,7 +11,7 @@ Seeds derive from (global seed, clean image identity, stage), so T(x) and
 T(x_adv) share randomness, and so do all generations of one subject.
 
 Per-image side information: a component whose `needs_masks` is true (sd_inpaint
-with mask=dataset) gets the dataset's mask of each clean image as `masks=`, and
+with mask=dataset, the inpainting defenses with mask.region=dataset) gets the dataset's mask of each clean image as `masks=`, and
 the mask's content joins that item's cache key; the job checks at its start that
 every image has its mask.
 """
@@ -164,8 +164,8 @@ class Job:
 
     def _check_masks(self) -> bool:
         """Whether a component takes the dataset's masks; if so, each image must have one."""
-        users = [f"{STAGE_COMPONENT[stage]}.mask=dataset" for stage, c in self.components.items()
-                 if getattr(c, "needs_masks", False)]
+        users = [f"{STAGE_COMPONENT[stage]}.{getattr(c, 'masks_option', 'mask=dataset')}"
+                 for stage, c in self.components.items() if getattr(c, "needs_masks", False)]
         if not users:
             return False
         if getattr(self.dataset, "masks", None) is None:

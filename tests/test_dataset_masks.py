@@ -273,3 +273,66 @@ def test_bench_run_with_dataset_masks(workdir, folder):
     assert (same[same.image_id == "a"].value_x == same[same.image_id == "a"].value_y).all()
     edits_b = same[(same.image_id == "b") & (same.pair != "fidelity") & (same.pair != "invisibility")]
     assert (edits_b.value_x != edits_b.value_y).any()
+
+
+# -- the inpainting defenses (mask.region=dataset) -------------------------------------------------
+
+
+def test_face_mask_region_dataset_returns_the_given_masks():
+    from benchmark.defenses.masks import FaceMask
+
+    x = torch.zeros(2, 3, 32, 32)
+    given = torch.zeros(2, 1, 64, 64)
+    given[0, :, :, :32] = 1
+    given[1, :, 32:] = 1
+    out = FaceMask("dataset")(x, given)  # resized to the image and binarised
+    assert out.shape == (2, 1, 32, 32) and set(out.unique().tolist()) == {0.0, 1.0}
+    assert out[0, 0, :, :16].all() and not out[0, 0, :, 16:].any()
+    assert out[1, 0, 16:].all() and not out[1, 0, :16].any()
+    assert FaceMask("dataset").needs_masks and not FaceMask("face").needs_masks
+    with pytest.raises(BenchError, match="dataset.masks"):
+        FaceMask("dataset", component="photoguard_encoder")(x)
+
+
+def _defense_job(tmp_path, imgs, masks=None, region="dataset"):
+    cfg = _compose(["experiment=tiny", "dataset=folder", f"dataset.root={imgs}",
+                    "dataset.limit=null", "defense=photoguard_encoder_inpaint",
+                    f"defense.mask.region={region}", "defense.iterations=3", "generator=none",
+                    "transform=identity", "metric=[psnr]", "pairs=[invisibility]",
+                    "progress=false", "device=cpu",
+                    *([f"dataset.masks={masks}"] if masks else [])])
+    with open_dict(cfg):
+        cfg.cache_dir = str(tmp_path / "cache")
+    return Job(cfg)
+
+
+def test_inpainting_defense_perturbs_only_what_the_dataset_mask_keeps(tmp_path, folder):
+    """PhotoGuard's inpainting variant with mask.region=dataset: a's kept region is the right
+    half (its mask repaints the left), b's the left half; the repainted half is untouched."""
+    from benchmark.cache import ArtifactCache
+
+    imgs, masks = folder
+    job = _defense_job(tmp_path, imgs, masks)
+    assert job.defense.needs_masks
+    result = job.run()
+    cache = ArtifactCache(tmp_path / "cache")
+    images = {(r["image_id"], r["image"]): cache.load_image(r["stage"], r["key"])
+              if r["stage"] != "input" else None for r in result.images}
+    clean = {i: FolderDataset(str(imgs), 64).load(k).x for k, i in enumerate("ab")}
+    for image_id, (repainted, kept) in {"a": (slice(0, 32), slice(32, 64)),
+                                        "b": (slice(32, 64), slice(0, 32))}.items():
+        delta = (images[(image_id, "x_adv")] - clean[image_id]).abs()
+        assert delta[:, :, repainted].max() == 0
+        assert delta[:, :, kept].mean() > 1 / 255
+    # the mask is part of the protect key: another mask for b recomputes b only
+    _grey(_columns(40, 56), masks / "b.png")
+    again = _defense_job(tmp_path, imgs, masks).run()
+    assert again.stats["stages"]["protect"] == {**again.stats["stages"]["protect"],
+                                                "computed": 1, "cached": 1}
+
+
+def test_inpainting_defense_region_dataset_needs_dataset_masks(tmp_path, folder):
+    imgs, _ = folder
+    with pytest.raises(BenchError) as e:
+        _defense_job(tmp_path, imgs)
+    assert "defense.mask.region=dataset" in str(e.value) and "dataset.masks" in str(e.value)

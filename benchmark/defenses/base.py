@@ -15,6 +15,12 @@ class Defense:
     name = "defense"
     version = "1"  # bump when the algorithm changes: it is part of every cache key
     is_identity = False
+    masks_option = "mask.region=dataset"  # how a user asks for the dataset's masks
+
+    @property
+    def needs_masks(self) -> bool:
+        """Whether protect() takes each image's dataset mask as `masks=` (the runner reads it)."""
+        return getattr(getattr(self, "mask", None), "needs_masks", False)
 
     def protect(self, x: torch.Tensor, seeds: Sequence[int]) -> torch.Tensor:
         raise NotImplementedError

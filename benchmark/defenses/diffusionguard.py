@@ -102,10 +102,11 @@ class DiffusionGuard(DiffusionDefense):
             norms.append(eps.flatten(1).norm(dim=1))
         return torch.stack(norms).mean(0)
 
-    def protect(self, x: torch.Tensor, seeds: Sequence[int]) -> torch.Tensor:
+    def protect(self, x: torch.Tensor, seeds: Sequence[int],
+                masks: torch.Tensor | None = None) -> torch.Tensor:
         parts = self.parts
         x = x.to(self.device)
-        repaint = self.mask(x)
+        repaint = self.mask(x, masks)
         noise = NoiseStreams(seeds, self.device, self.name)
         cond = self.prompt_condition(len(x))
         t, sigma = self.first_timestep(parts)

@@ -5,7 +5,9 @@ region the editor keeps: dlib's best face box (benchmark/models/faces.py),
 enlarged by `margin` around its centre; a centre box of side `no_face_box`
 where no face is found. Masks are 1 where the editor repaints: `background`
 keeps the face and repaints the rest (PhotoGuard's and DiffusionGuard's
-setting), `face` repaints the face, `none` repaints nothing (no mask).
+setting), `face` repaints the face, `none` repaints nothing (no mask), and
+`dataset` takes each image's own mask given with the dataset (`dataset.masks`,
+white = repaint), the one `sd_inpaint` uses with `mask=dataset`.
 
 DiffusionGuard's mask augmentation, `shrink_region`, is here too.
 """
@@ -16,10 +18,12 @@ import math
 import numpy as np
 import torch
 
-from benchmark.errors import check
+import torch.nn.functional as F
+
+from benchmark.errors import BenchError, check
 
 log = logging.getLogger(__name__)
-REGIONS = ("background", "face", "none")
+REGIONS = ("background", "face", "none", "dataset")
 
 
 class FaceMask:
@@ -36,14 +40,24 @@ class FaceMask:
               "a number in (0, 1] (side of the centre box used where no face is found)")
         self.region, self.margin, self.no_face_box = region, float(margin), float(no_face_box)
         self.component = component
+        self.needs_masks = region == "dataset"
         self.detector = None
-        if region != "none":
+        if region not in ("none", "dataset"):
             from benchmark.models.faces import FaceDetector
 
             self.detector = FaceDetector(detector, component=component)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, masks: torch.Tensor | None = None) -> torch.Tensor:
         n, _, height, width = x.shape
+        if self.region == "dataset":
+            if masks is None:
+                raise BenchError(f"{self.component}: mask.region=dataset needs the dataset's "
+                                 "masks (dataset.masks=/path/to/masks)")
+            masks = masks.to(x.device, torch.float32)
+            if masks.shape[-2:] != (height, width):
+                masks = F.interpolate(masks, size=(height, width), mode="bilinear",
+                                      antialias=True, align_corners=False)
+            return (masks >= 0.5).float()
         if self.region == "none":
             return torch.zeros(n, 1, height, width, device=x.device)
         from benchmark.models.faces import face_box_masks

@@ -92,7 +92,8 @@ class PhotoGuardEncoder(Defense):
                 return torch.zeros_like(self.encoder(x[:1]))
             return self.encoder(resized(self.target_image, x))
 
-    def protect(self, x: torch.Tensor, seeds: Sequence[int]) -> torch.Tensor:
+    def protect(self, x: torch.Tensor, seeds: Sequence[int],
+                masks: torch.Tensor | None = None) -> torch.Tensor:
         z_target = self.target_latent(x)
         if self.mask is None:
             def distance(x_adv: torch.Tensor) -> torch.Tensor:
@@ -100,7 +101,7 @@ class PhotoGuardEncoder(Defense):
 
             return self.pgd.minimize(x, distance, seeds)
 
-        repaint = self.mask(x)
+        repaint = self.mask(x, masks)
 
         def masked_distance(x_adv: torch.Tensor) -> torch.Tensor:
             z = self.encoder(masked_image(x_adv, repaint))
@@ -167,10 +168,11 @@ class PhotoGuardDiffusion(DiffusionDefense):
             return checkpoint(decode, parts.vae, latents, use_reentrant=False)
         return decode(parts.vae, latents)
 
-    def protect(self, x: torch.Tensor, seeds: Sequence[int]) -> torch.Tensor:
+    def protect(self, x: torch.Tensor, seeds: Sequence[int],
+                masks: torch.Tensor | None = None) -> torch.Tensor:
         parts = self.parts
         x = x.to(self.device)
-        repaint = self.mask(x)
+        repaint = self.mask(x, masks)
         noise = NoiseStreams(seeds, self.device, self.name)
         n = len(x)
         cond = torch.cat([embed_prompts(parts, [""]).expand(n, -1, -1),
