@@ -68,8 +68,13 @@ def _write_status(outdir: Path, status: str, error: str | None = None,
 
 @hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")
 def run_app(cfg: DictConfig) -> None:
-    from benchmark.results import (config_fingerprint, format_summary, is_finished,
-                                   wait_for_live_run, write_job)
+    from benchmark.results import (
+        config_fingerprint,
+        format_summary,
+        is_finished,
+        wait_for_live_run,
+        write_job,
+    )
     from benchmark.runner import PAIR_MEANINGS, Job
 
     hc = HydraConfig.get()
@@ -148,8 +153,14 @@ def _emit(text: str, output: str | None) -> None:
 
 
 def cmd_table(args: argparse.Namespace) -> None:
-    from benchmark.results import (compare_reported, job_dirs, load_samples, make_table,
-                                   metric_directions, parse_where)
+    from benchmark.results import (
+        compare_reported,
+        job_dirs,
+        load_samples,
+        make_table,
+        metric_directions,
+        parse_where,
+    )
 
     samples = load_samples(args.dirs)
     where = parse_where(args.where)

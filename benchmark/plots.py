@@ -21,14 +21,14 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
-from matplotlib.transforms import blended_transform_factory  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.ticker import FuncFormatter
+from matplotlib.transforms import blended_transform_factory
 
-from benchmark.errors import BenchError  # noqa: E402
-from benchmark.results import (  # noqa: E402
+from benchmark.errors import BenchError
+from benchmark.results import (
     _ci_halfwidth,
     _filter,
     _select,

@@ -69,9 +69,9 @@ def interleaved(a, b, batch: int, device: str, dtype: str, with_reference: bool 
     values = {"skimage": [], "torch": []}
     for i in range(0, len(a), batch):
         x, y = a[i:i + batch], b[i:i + batch]
-        runs = [("torch", lambda: torch_batched(x, y, device, dtype))]
+        runs = [("torch", lambda x=x, y=y: torch_batched(x, y, device, dtype))]
         if with_reference:
-            runs.insert(0, ("skimage", lambda: skimage_loop(x, y)))
+            runs.insert(0, ("skimage", lambda x=x, y=y: skimage_loop(x, y)))
         for name, run in runs:
             start = time.perf_counter()
             values[name].append(run())

@@ -9,7 +9,6 @@ image's pixel coordinates (EXIF orientation applied).
 """
 
 import json
-from pathlib import Path
 
 import dlib
 import face_recognition_models

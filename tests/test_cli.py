@@ -6,11 +6,11 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import TINY, bench
 from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from benchmark.data.portraits import PortraitsDataset
-from conftest import TINY, bench
 
 COLUMNS = ["dataset", "image_id", "defense", "transform", "generator", "seed", "pair", "metric",
            "value", "n"]

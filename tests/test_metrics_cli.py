@@ -1,7 +1,6 @@
 """The metrics through `bench run`, as a user runs them (offline default preset, tiny sizes)."""
 
 import pandas as pd
-
 from conftest import TINY, bench
 
 

@@ -17,7 +17,6 @@ import math
 
 import numpy as np
 import torch
-
 import torch.nn.functional as F
 
 from benchmark.errors import BenchError, check
