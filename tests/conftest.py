@@ -1,3 +1,4 @@
+import io
 import os
 import subprocess
 import sys
@@ -5,8 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from benchmark.data.portraits import PortraitsDataset
+from benchmark.images import from_pil, to_pil
 
 # Small enough for CPU seconds: 3 portraits at 64 px, 3 PGD iterations.
 TINY = ["dataset.resolution=64", "dataset.limit=3", "progress=false"]
@@ -17,6 +20,25 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords and not torch.cuda.is_available():
             item.add_marker(gpu)
+
+
+def jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
+    """Pillow JPEG of each image (4:2:0), read back: a real, graded distortion."""
+    out = []
+    for xi in x:
+        buf = io.BytesIO()
+        to_pil(xi).save(buf, format="JPEG", quality=quality)
+        out.append(from_pil(Image.open(io.BytesIO(buf.getvalue()))))
+    return torch.stack(out)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models on 2 shared cores: one thread is ~20x faster than two under contention."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

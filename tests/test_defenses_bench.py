@@ -10,13 +10,7 @@ import torch
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_defenses.py"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models on 2 shared cores: one thread is ~20x faster than two under contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def load_script():

@@ -38,13 +38,7 @@ TINY_VAE = {"_target_": "benchmark.models.encoders.SDVaeEncoder", "model": "tiny
             "device": CPU}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models on 2 shared cores: one thread is ~20x faster than two under contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,5 @@
 """Pixel and distribution metrics against their reference implementations (offline)."""
 
-import io
 import logging
 import math
 
@@ -8,27 +7,17 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
+from conftest import jpeg
 from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from benchmark.data.portraits import PortraitsDataset
 from benchmark.errors import ConfigValueError
-from benchmark.images import from_pil, to_pil
 from benchmark.metrics.fid import FID, clean_resize, frechet_distance
 from benchmark.metrics.kid import KID, jackknife_std_error, mmd2_unbiased, mmd2_unequal
 from benchmark.metrics.pixel import MSSSIM, PSNR, SSIM, gaussian_window
 
 INCEPTION = {"_target_": "benchmark.models.encoders.InceptionEncoder", "device": "cpu"}
-
-
-def jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
-    """Pillow JPEG of each image (4:2:0), read back: a real, graded distortion."""
-    out = []
-    for xi in x:
-        buf = io.BytesIO()
-        to_pil(xi).save(buf, format="JPEG", quality=quality)
-        out.append(from_pil(Image.open(io.BytesIO(buf.getvalue()))))
-    return torch.stack(out)
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,5 @@
 """LPIPS, CLIP scores and BRISQUE: reference libraries, tiny local models, unavailability."""
 
-import io
 import json
 import sys
 import types
@@ -8,23 +7,13 @@ import types
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from conftest import jpeg
 
 from benchmark.errors import ConfigValueError
-from benchmark.images import from_pil, to_pil
+from benchmark.images import to_pil
 from benchmark.metrics.brisque import BRISQUE, brisque_features
 from benchmark.metrics.clip import CLIPScore
 from benchmark.metrics.lpips import LPIPS, backbone_checkpoint
-
-
-def jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
-    out = []
-    for xi in x:
-        buf = io.BytesIO()
-        to_pil(xi).save(buf, format="JPEG", quality=quality)
-        out.append(from_pil(Image.open(io.BytesIO(buf.getvalue()))))
-    return torch.stack(out)
-
 
 # -- LPIPS ----------------------------------------------------------------------------------------
 
