@@ -13,13 +13,15 @@ safetensors where a repository offers them, and never pickled single-file
 checkpoints (`.ckpt`, `.pt`); `load_checkpoint` applies the same rule to other files.
 """
 
+import hashlib
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import torch
 
 from benchmark.errors import BenchError, MissingModelError
-from benchmark.models.tiny import NOTICE, check_builtin, is_builtin
+from benchmark.models.tiny import NOTICE, RESTORATION_MODELS, check_builtin, is_builtin
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth", ".msgpack", ".h5", ".onnx",
                    ".onnx_data", ".pb", ".tflite", ".ot", ".gguf")
@@ -137,6 +139,8 @@ def select_files(files: list[str], everything: bool = False) -> list[str]:
 
 def pull(model: str, everything: bool = False) -> str:
     """Download `model` into the HF cache (the only network access of bench); its local path."""
+    if is_file_spec(model) and not is_path(model):
+        return pull_file(model)
     if is_builtin(model) or is_path(model):
         raise BenchError(f"{model!r} is {'built in' if is_builtin(model) else 'a local path'}; "
                          f"nothing to download")
@@ -178,6 +182,10 @@ def _folder_status(model: str, has) -> tuple[str, str]:
 
 def local_status(model: str) -> tuple[str, str]:
     """(present | incomplete | missing | built-in, detail) without loading anything."""
+    if model in RESTORATION_MODELS:
+        return "built-in", NOTICE
+    if is_file_spec(model):
+        return file_status(model)
     if is_builtin(model):
         check_builtin(model)
         return "built-in", NOTICE
@@ -229,3 +237,140 @@ def check_report(models: dict[str, list[str]]) -> tuple[str, int]:
                      f"at a cache that holds it, or the config's model key set to a local "
                      f"diffusers folder.")
     return "\n".join(lines), unusable
+
+
+# -- single weight files (TIP-RSR's GFPGAN, Real-ESRGAN, BiSeNet) ----------------------------------
+#
+# A network published as one checkpoint file is named by a local path or by
+# `owner/repo/file` of a Hugging Face repository (looked up in the local cache only).
+# The files below are known: `bench weights check` prints the sha256 each should have and
+# `pull` verifies it. The digests are those of the official release files, as pinned by
+# several independent public download scripts (e.g. the AUTOMATIC1111-era Docker setups
+# for GFPGAN / Real-ESRGAN, MuseTalk's for the face parser).
+
+
+@dataclass(frozen=True)
+class WeightsFile:
+    filename: str
+    what: str
+    sha256: str
+    size: int
+    repo: str          # a Hugging Face repository that hosts the same file
+    url: str           # the authors' release
+
+    @property
+    def spec(self) -> str:
+        return f"{self.repo}/{self.filename}"
+
+
+KNOWN_FILES = {w.filename: w for w in (
+    WeightsFile("GFPGANv1.3.pth", "GFPGAN v1.3 (TencentARC/GFPGAN release v1.3.0)",
+                "c953a88f2727c85c3d9ae72e2bd4846bbaf59fe6972ad94130e23e7017524a70", 348_632_874,
+                "TencentARC/GFPGANv1",
+                "https://github.com/TencentARC/GFPGAN/releases/download/v1.3.0/GFPGANv1.3.pth"),
+    WeightsFile("RealESRGAN_x4plus.pth", "Real-ESRGAN x4plus (xinntao/Real-ESRGAN release v0.1.0)",
+                "4fa0d38905f75ac06eb49a7951b426670021be3018265fd191d2125df9d682f1", 67_040_989,
+                "lllyasviel/Annotators",
+                "https://github.com/xinntao/Real-ESRGAN/releases/download/v0.1.0/"
+                "RealESRGAN_x4plus.pth"),
+    WeightsFile("79999_iter.pth", "BiSeNet face parsing, CelebAMask-HQ (zllrunning/"
+                "face-parsing.PyTorch; = facexlib's parsing_bisenet.pth)",
+                "468e13ca13a9b43cc0881a9f99083a430e9c0a38abd935431d1c28ee94b26567", 53_289_463,
+                "ManyOtherFunctions/face-parse-bisent",
+                "https://github.com/xinntao/facexlib/releases/download/v0.2.0/"
+                "parsing_bisenet.pth"),
+)}
+
+
+class MissingWeightsFileError(MissingModelError):
+    """A single checkpoint file that is neither a local file nor in the HF cache."""
+
+    def __init__(self, spec: str, key: str):
+        self.model_id = spec
+        name = PurePosixPath(spec).name
+        known = KNOWN_FILES.get(name)
+        about = f" ({known.what}, sha256 {known.sha256})" if known else ""
+        parts = PurePosixPath(spec).parts
+        repo = "/".join(parts[:2]) if len(parts) >= 3 else (known.repo if known else None)
+        hub_spec = f"{repo}/{name}" if repo else None
+        ways = []
+        if hub_spec:
+            ways.append(f"download it where there is internet access: `bench weights pull "
+                        f"{hub_spec}` (or `hf download {repo} {name}`)"
+                        + (f", or from {known.url}" if known else ""))
+            ways.append("point HF_HOME at a Hugging Face cache that already holds it")
+        ways.append(f"set {key}=/path/to/{name}")
+        BenchError.__init__(self, f"weights file '{name}'{about} for {key} is not available "
+                                  f"locally: {spec} is neither a local file nor in the Hugging "
+                                  f"Face cache {hub_cache_dir()}.\nProvide it in one of "
+                                  f"{len(ways)} ways:\n" + "\n".join(
+                                      f"  {i}. {w}" for i, w in enumerate(ways, 1)))
+
+
+def is_file_spec(model: str) -> bool:
+    """A local checkpoint file, or `owner/repo/file.pth` of a Hugging Face repository."""
+    model = str(model)
+    if is_builtin(model) or not model.endswith(WEIGHT_SUFFIXES):
+        return False
+    return Path(model).expanduser().is_file() or len(PurePosixPath(model).parts) >= 3
+
+
+def resolve_file(spec: str, key: str) -> Path:
+    """The local path of a weight file spec, or MissingWeightsFileError naming the ways."""
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return path
+    parts = PurePosixPath(spec).parts
+    if not is_path(spec) and len(parts) >= 3:
+        found = cached_file("/".join(parts[:2]), "/".join(parts[2:]))
+        if found:
+            return Path(found)
+    raise MissingWeightsFileError(spec, key)
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_status(spec: str) -> tuple[str, str]:
+    name = PurePosixPath(spec).name
+    known = KNOWN_FILES.get(name)
+    expected = f"{name}, sha256 {known.sha256}" if known else name
+    try:
+        path = resolve_file(spec, "model")
+    except MissingModelError:
+        return "missing", f"{expected}; not a local file nor in {hub_cache_dir()}"
+    if known and path.stat().st_size != known.size:
+        return "incomplete", (f"{expected}: {path} has {path.stat().st_size} bytes, "
+                              f"expected {known.size}")
+    return "present", f"{expected} at {path}"
+
+
+def pull_file(spec: str) -> str:
+    """Download `owner/repo/file` into the HF cache and check its sha256 where it is known."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.constants import HF_HUB_OFFLINE
+
+    parts = PurePosixPath(spec).parts
+    if len(parts) < 3:
+        raise BenchError(f"{spec}: expected owner/repo/path/to/file of a Hugging Face "
+                         f"repository")
+    if HF_HUB_OFFLINE:
+        raise BenchError("HF_HUB_OFFLINE is set: `bench weights pull` needs network access")
+    repo, filename = "/".join(parts[:2]), "/".join(parts[2:])
+    try:
+        path = hf_hub_download(repo, filename)
+    except Exception as e:  # noqa: BLE001 - network, auth, unknown repository
+        raise BenchError(f"cannot download {spec}: {type(e).__name__}: {e}") from None
+    known = KNOWN_FILES.get(PurePosixPath(filename).name)
+    if known:
+        found = file_sha256(path)
+        if found != known.sha256:
+            raise BenchError(f"{spec}: downloaded file {path} has sha256 {found}, expected "
+                             f"{known.sha256} ({known.what}); it is not the published file, "
+                             f"do not use it (the authors' release: {known.url})")
+    return path

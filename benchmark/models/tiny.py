@@ -33,6 +33,10 @@ UNET_IN_CHANNELS = {"tiny/sd": 4, "tiny/sd-inpaint": 9, "tiny/instruct-pix2pix":
 BUILTIN_MODELS = tuple(UNET_IN_CHANNELS)
 FULL_SIZE = ("random/sd-v1-5", "random/sd-v1-5-inpaint", "random/instruct-pix2pix")
 NOTICE = "random weights: meaningless images, for plumbing, tests and speed only"
+# TIP-RSR's three networks with random weights (benchmark.models.restoration builds them):
+# tiny/* at small widths for tests and experiment=tiny, random/* at the published sizes.
+RESTORATION_MODELS = ("tiny/gfpgan", "tiny/realesrgan", "tiny/bisenet",
+                      "random/gfpgan-v1.3", "random/realesrgan-x4plus", "random/bisenet")
 
 SEED = 0
 MAX_TOKENS = 77
