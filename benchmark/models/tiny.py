@@ -13,6 +13,9 @@ The model ids are recognised everywhere a Hugging Face id or a local path is:
                              83M VAE, the 123M CLIP ViT-L/14 text encoder): speed and memory
     random/sd-v1-5-inpaint   the same with the inpainting UNet's 9 input channels
     random/instruct-pix2pix  the same with InstructPix2Pix's 8 input channels
+    tiny/ip-adapter          an IP-Adapter for tiny/sd: a small CLIP vision tower with
+                             projection and the adapter's weights (image projection to 4
+                             tokens, to_k_ip / to_v_ip per cross-attention layer)
 
 The tiny sizes follow diffusers' own pipeline tests (UNet2DConditionModel with
 block_out_channels (32, 64), a two-block AutoencoderKL with 4 latent channels,
@@ -43,16 +46,19 @@ MAX_TOKENS = 77
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 
 
+IP_ADAPTERS = ("tiny/ip-adapter",)  # image prompt adapters for the tiny SD models
+
+
 def is_builtin(model: str) -> bool:
     return str(model).startswith(("tiny/", "random/"))
 
 
 def check_builtin(model: str) -> None:
-    if model not in UNET_IN_CHANNELS:
+    if model not in UNET_IN_CHANNELS and model not in IP_ADAPTERS:
         from benchmark.errors import BenchError
 
         raise BenchError(f"unknown built-in model {model!r}; the built-in ones are "
-                         f"{', '.join(BUILTIN_MODELS)} ({NOTICE})")
+                         f"{', '.join(BUILTIN_MODELS + IP_ADAPTERS)} ({NOTICE})")
 
 
 @contextmanager
@@ -174,3 +180,43 @@ def save_tiny(model: str, directory) -> None:
         "text_encoder": ["transformers", "CLIPTextModel"],
         "tokenizer": ["transformers", "CLIPTokenizer"],
         "scheduler": ["diffusers", "PNDMScheduler"]}, indent=2) + "\n")
+
+
+def tiny_image_encoder(adapter: str = "tiny/ip-adapter"):
+    """IP-Adapter's CLIP vision tower with projection, at the size of diffusers' IP-Adapter
+    tests (hidden size 32, 32-d image_embeds); 32 px input in 4 px patches."""
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    check_builtin(adapter)
+    config = CLIPVisionConfig(hidden_size=32, projection_dim=32, num_hidden_layers=2,
+                              num_attention_heads=4, intermediate_size=37, image_size=32,
+                              patch_size=4)
+    with _seeded(20):
+        return CLIPVisionModelWithProjection(config).eval()
+
+
+def tiny_ip_adapter_weights(unet, image_embed_dim: int, adapter: str = "tiny/ip-adapter") -> dict:
+    """Random IP-Adapter weights for `unet`, in the layout of h94/IP-Adapter's checkpoints:
+    {"image_proj": proj (linear to 4 tokens) + norm, "ip_adapter": "<k>.to_k_ip.weight", ...}
+    with k = 1, 3, 5, ... over the cross-attention layers in `unet.attn_processors` order.
+    to_k_ip / to_v_ip start from the layer's own to_k / to_v plus noise, as IP-Adapter's
+    training initialises them, so the image tokens are read at the text tokens' scale."""
+    check_builtin(adapter)
+    tokens, cross = 4, unet.config.cross_attention_dim
+    with _seeded(21):
+        proj = torch.nn.Linear(image_embed_dim, tokens * cross)
+        state = {"image_proj": {"proj.weight": proj.weight.detach().clone(),
+                                "proj.bias": proj.bias.detach().clone(),
+                                "norm.weight": torch.ones(cross), "norm.bias": torch.zeros(cross)},
+                 "ip_adapter": {}}
+        key = 1
+        for name in unet.attn_processors:
+            if name.endswith("attn1.processor"):
+                continue
+            attn = unet.get_submodule(name[: -len(".processor")])
+            for part in ("k", "v"):
+                weight = getattr(attn, f"to_{part}").weight.detach().float()
+                noise = torch.randn(weight.shape) * weight.std()
+                state["ip_adapter"][f"{key}.to_{part}_ip.weight"] = weight + noise
+            key += 2
+    return state
