@@ -13,7 +13,9 @@ T(x_adv) share randomness, and so do all generations of one subject.
 Per-image side information: a component whose `needs_masks` is true (sd_inpaint
 with mask=dataset, the inpainting defenses with mask.region=dataset) gets the dataset's mask of each clean image as `masks=`, and
 the mask's content joins that item's cache key; the job checks at its start that
-every image has its mask.
+every image has its mask. Likewise a component whose `needs_attributes` is true (the
+GAN attribute editors and the defenses that attack them) gets each clean image's row of
+`dataset.attributes` as `attributes=` (a list of {name: 0 or 1}), part of its cache key.
 """
 
 import json
@@ -105,6 +107,7 @@ class _Batch:
     keys: dict[str, list[str]] = field(default_factory=dict)
     masks: torch.Tensor | None = None  # (N, 1, H, W) dataset masks, when a component uses them
     mask_keys: list[str] | None = None
+    attributes: list[dict] | None = None  # each image's dataset attributes, when a component uses them
 
 
 class Job:
@@ -144,6 +147,7 @@ class Job:
         self.components = {"protect": self.defense, "transform": self.transform,
                            "generate": self.generator}
         self.uses_masks = self._check_masks()
+        self.uses_attributes = self._check_attributes()
         self.configs = {stage: OmegaConf.to_container(cfg[group], resolve=True)
                         for stage, group in STAGE_COMPONENT.items()}
         self.labels = {"dataset": type(self.dataset).name, "defense": self.defense.name,
@@ -176,6 +180,21 @@ class Job:
         self.dataset.check_masks()  # directory listings only: before any model runs
         return True
 
+    def _check_attributes(self) -> bool:
+        """Whether a component takes the dataset's attributes; if so, each image must have a row."""
+        users = [STAGE_COMPONENT[stage] for stage, c in self.components.items()
+                 if getattr(c, "needs_attributes", False)]
+        if not users:
+            return False
+        table = getattr(self.dataset, "attribute_table", None)
+        if table is None:
+            raise BenchError(f"{users[0]} edits relative to each image's attributes, but "
+                             "dataset.attributes is not set: add dataset.attributes=/path/to/"
+                             "list_attr_celeba.txt (CelebA format), or give the editor fixed "
+                             "source attributes (generator.source={Male: 1, Young: 1})")
+        table.check(self.dataset.paths)
+        return True
+
     def _run_stage(self, stage: str, inputs: torch.Tensor, input_keys: list[str],
                    clean_keys: list[str], batch: _Batch | None = None
                    ) -> tuple[torch.Tensor, list[str]]:
@@ -187,6 +206,10 @@ class Job:
         masked = getattr(component, "needs_masks", False)
         if masked:  # the clean image's mask is an input of the item too
             item_inputs = [[k, f"mask:{m}"] for k, m in zip(input_keys, batch.mask_keys)]
+        attributed = getattr(component, "needs_attributes", False)
+        if attributed:  # the clean image's attributes change the edit: part of the item
+            item_inputs = [ins + ["attributes:" + json.dumps(a, sort_keys=True)]
+                           for ins, a in zip(item_inputs, batch.attributes)]
         keys = [cache_key(stage, self.configs[stage], component.version, ins, s)
                 for ins, s in zip(item_inputs, seeds)]
 
@@ -194,6 +217,8 @@ class Job:
             x = inputs[indices].to(self.device)
             miss_seeds = [seeds[i] for i in indices]
             side = {"masks": batch.masks[indices].to(self.device)} if masked else {}
+            if attributed:
+                side["attributes"] = [batch.attributes[i] for i in indices]
             began = time.perf_counter()
             if stage == "protect":
                 y = component.protect(x, miss_seeds, **side)
@@ -290,6 +315,10 @@ class Job:
                 for m in self.dataset.mask_files(p):
                     mst = m.stat()
                     files[-1] += [str(m), mst.st_size, mst.st_mtime_ns]
+        table = getattr(self.dataset, "attribute_table", None)
+        if table is not None:
+            ast = table.path.stat()
+            files.append([str(table.path), ast.st_size, ast.st_mtime_ns])
         return cache_key("job", semantic, json.dumps(versions, sort_keys=True),
                          [json.dumps(files), json.dumps(self.labels, sort_keys=True)], self.seed)
 
@@ -332,6 +361,8 @@ class Job:
         for ids, x, masks in self._batches():
             batch = _Batch(ids, {"x": x}, {"x": [content_key(xi) for xi in x]}, masks,
                            None if masks is None else [content_key(m) for m in masks])
+            if self.uses_attributes:
+                batch.attributes = [self.dataset.attributes_of(i) for i in ids]
             self._keep_clean(ids, x, batch.keys["x"])
             image_ids += ids
             for name in needed:

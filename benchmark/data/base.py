@@ -5,6 +5,10 @@ of `<root>/<rel>/<stem>.<ext>` is `<masks>/<rel>/<stem>.<any image extension>`
 (extension case ignored), white = repaint. It must have its image's pixel size;
 it is read as greyscale and gets exactly its image's crop box and resize, then is
 binarised at 0.5, so it stays aligned with the image the editor sees.
+
+A dataset may also carry per-image attributes (`attributes`: a CelebA-format
+attribute file, read by benchmark.data.attributes), which GAN attribute editors
+edit relative to; `attributes_of(image_id)` gives an image's row.
 """
 
 from collections import defaultdict
@@ -15,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from benchmark.data.attributes import AttributeTable
 from benchmark.errors import BenchError, check
 from benchmark.images import from_pil, read_image
 
@@ -43,7 +48,7 @@ class ImageDataset:
     name = "images"
 
     def __init__(self, resolution: int = 512, limit: int | None = None,
-                 masks: str | None = None):
+                 masks: str | None = None, attributes: str | None = None):
         check(self.name, "resolution", resolution, isinstance(resolution, int) and resolution >= 8,
               "an integer >= 8 (pixels of the square side)")
         check(self.name, "limit", limit, limit is None or (isinstance(limit, int) and limit >= 1),
@@ -58,12 +63,22 @@ class ImageDataset:
         self.root: Path | None = None
         self.paths: list[Path] = []
         self._mask_files: dict[Path, dict[str, list[Path]]] = {}
+        check(self.name, "attributes", attributes, attributes is None or isinstance(attributes, str),
+              "null or the path of a CelebA-format attribute file (list_attr_celeba.txt)")
+        self.attribute_table = AttributeTable(attributes) if attributes else None
 
     def _finish(self, paths: list[Path]) -> None:
         self.paths = paths[: self.limit] if self.limit else paths
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def attributes_of(self, image_id: str) -> dict[str, int]:
+        """The attribute row of one image of this dataset (dataset.attributes must be set)."""
+        if self.attribute_table is None:
+            raise BenchError("dataset.attributes is not set")
+        path = next(p for p in self.paths if self.image_id(p) == image_id)
+        return self.attribute_table.lookup(path)
 
     def image_id(self, path: Path) -> str:
         return path.stem

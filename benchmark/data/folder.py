@@ -11,8 +11,8 @@ class FolderDataset(ImageDataset):
 
     def __init__(self, root: str, resolution: int = 512, limit: int | None = None,
                  extensions: list[str] | tuple[str, ...] = IMAGE_EXTENSIONS,
-                 masks: str | None = None):
-        super().__init__(resolution, limit, masks)
+                 masks: str | None = None, attributes: str | None = None):
+        super().__init__(resolution, limit, masks, attributes)
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
             raise BenchError(f"dataset.root={root!r}: not a directory (set dataset.root=/path/to/images)")

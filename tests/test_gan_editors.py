@@ -1,0 +1,262 @@
+"""GAN attribute editors (StarGAN, AttGAN), the dataset's attribute file, and the defenses
+against them: checkpoint layouts, target vectors, sign and budget of each attack."""
+
+import pytest
+import torch
+
+from benchmark.data.attributes import AttributeTable
+from benchmark.errors import BenchError
+from benchmark.generators.stargan import StarGAN
+from benchmark.images import release
+from benchmark.metrics.gan_edit import DisruptionRate, EditL2
+
+SIZE = 32
+SOURCE = {"Black_Hair": 1, "Young": 1}
+
+
+def tiny_stargan(**options) -> StarGAN:
+    return StarGAN(**{"weights": "random", "resolution": SIZE, "conv_dim": 8, "repeat_num": 1,
+                      "source": SOURCE, "device": "cpu", **options})
+
+
+def stargan_config(**options) -> dict:
+    return {"_target_": "benchmark.generators.stargan.StarGAN", "weights": "random",
+            "resolution": SIZE, "conv_dim": 8, "repeat_num": 1, "source": SOURCE,
+            "device": "cpu", **options}
+
+
+@pytest.fixture(scope="module")
+def faces(one_thread):
+    from benchmark.data.portraits import PortraitsDataset
+
+    data = PortraitsDataset(resolution=SIZE, limit=3)
+    return torch.stack([data.load(i).x for i in range(len(data))])
+
+
+# -- StarGAN ----------------------------------------------------------------------------------
+
+
+def official_stargan_names(conv_dim: int, c_dim: int, repeat_num: int) -> dict[str, tuple]:
+    """Key -> shape of yunjey/stargan model.py Generator's state dict, written out from its
+    layer list: conv7x7, IN, ReLU, 2 x (conv4x4/2, IN, ReLU), residual blocks,
+    2 x (convT4x4/2, IN, ReLU), conv7x7, Tanh."""
+    names: dict[str, tuple] = {}
+
+    def norm(index: str, channels: int) -> None:
+        for buffer in ("weight", "bias", "running_mean", "running_var"):
+            names[f"{index}.{buffer}"] = (channels,)
+        names[f"{index}.num_batches_tracked"] = ()
+
+    names["main.0.weight"] = (conv_dim, 3 + c_dim, 7, 7)
+    norm("main.1", conv_dim)
+    dims = [conv_dim, conv_dim * 2, conv_dim * 4]
+    names["main.3.weight"] = (dims[1], dims[0], 4, 4)
+    norm("main.4", dims[1])
+    names["main.6.weight"] = (dims[2], dims[1], 4, 4)
+    norm("main.7", dims[2])
+    index = 9
+    for _ in range(repeat_num):
+        names[f"main.{index}.main.0.weight"] = (dims[2], dims[2], 3, 3)
+        norm(f"main.{index}.main.1", dims[2])
+        names[f"main.{index}.main.3.weight"] = (dims[2], dims[2], 3, 3)
+        norm(f"main.{index}.main.4", dims[2])
+        index += 1
+    names[f"main.{index}.weight"] = (dims[2], dims[1], 4, 4)  # ConvTranspose2d: (in, out, k, k)
+    norm(f"main.{index + 1}", dims[1])
+    names[f"main.{index + 3}.weight"] = (dims[1], dims[0], 4, 4)
+    norm(f"main.{index + 4}", dims[0])
+    names[f"main.{index + 6}.weight"] = (3, dims[0], 7, 7)
+    return names
+
+
+def test_stargan_loads_a_checkpoint_with_the_official_names(tmp_path, one_thread):
+    layout = official_stargan_names(8, 5, 2)
+    state = {k: (torch.randn(shape) if shape else torch.tensor(0)) for k, shape in layout.items()}
+    path = tmp_path / "200000-G.ckpt"
+    torch.save(state, path)
+    editor = tiny_stargan(weights=str(path), repeat_num=2)
+    loaded = editor.network.state_dict()
+    assert set(loaded) == set(layout)
+    for key, value in state.items():
+        assert torch.equal(loaded[key].float(), value.float()), key
+    # a checkpoint of another layout is refused with its path in the message
+    torch.save({k.replace("main.", "body."): v for k, v in state.items()}, tmp_path / "bad.ckpt")
+    with pytest.raises(BenchError, match="bad.ckpt"):
+        tiny_stargan(weights=str(tmp_path / "bad.ckpt"), repeat_num=2).network
+
+
+def test_stargan_missing_weights_say_how_to_get_them():
+    with pytest.raises(BenchError, match="pretrained-celeba-256x256.*HF_HOME|HF_HOME"):
+        StarGAN(weights=None, device="cpu")
+    with pytest.raises(BenchError, match="neither a local file"):
+        StarGAN(weights="/nowhere/200000-G.ckpt", device="cpu")
+
+
+def test_stargan_target_vectors_follow_create_labels():
+    editor = tiny_stargan()
+    source = torch.tensor([[1.0, 0, 0, 1, 0]])  # black hair, male, old
+    assert editor.target_vector(source, ["Blond_Hair"]).tolist() == [[0, 1, 0, 1, 0]]
+    assert editor.target_vector(source, ["Black_Hair"]).tolist() == [[1, 0, 0, 1, 0]]
+    assert editor.target_vector(source, ["Male"]).tolist() == [[1, 0, 0, 0, 0]]
+    assert editor.target_vector(source, ["Young", "Male"]).tolist() == [[1, 0, 0, 0, 1]]
+    assert len(editor.all_target_vectors(source)) == 5
+
+
+def test_stargan_edit_is_deterministic_and_its_target_matters(faces):
+    editor = tiny_stargan()
+    a = editor.edit(faces, [1, 2, 3])
+    assert a.shape == faces.shape and 0 <= a.min() and a.max() <= 1
+    assert torch.equal(a, editor.edit(faces, [1, 2, 3]))
+    # instance norm per image: an image's edit does not depend on its batch mates
+    assert torch.allclose(a[:1], editor.edit(faces[:1], [1]), atol=1e-5)
+    blond = tiny_stargan(target=["Blond_Hair"]).edit(faces, [1, 2, 3])
+    male = tiny_stargan(target=["Male"]).edit(faces, [1, 2, 3])
+    assert (blond - male).abs().mean() > 1e-3
+
+
+def test_stargan_seed_target_covers_every_attribute():
+    editor = tiny_stargan()
+    chosen = {names[0] for names in editor.edit_targets(list(range(200)))}
+    assert chosen == set(editor.attributes)
+
+
+@pytest.mark.parametrize("key,value", [("target", ["Bald"]), ("target", "all"),
+                                       ("source", {"Bald": 1}), ("conv_dim", 0),
+                                       ("resolution", 30)])
+def test_stargan_bad_values_are_refused(key, value):
+    with pytest.raises(BenchError, match=key):
+        tiny_stargan(**{key: value})
+
+
+# -- the dataset's attribute file ---------------------------------------------------------------
+
+
+def write_attributes(path, rows: dict[str, list[int]], names=("Black_Hair", "Blond_Hair",
+                                                             "Brown_Hair", "Male", "Young")):
+    lines = [str(len(rows)), " ".join(names)]
+    lines += [f"{name} " + " ".join(str(v) for v in values) for name, values in rows.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_attribute_file_rows_by_file_name_then_stem(tmp_path):
+    table = AttributeTable(str(write_attributes(tmp_path / "attr.txt", {
+        "000001.jpg": [1, -1, -1, 1, -1], "000002.jpg": [-1, 1, -1, -1, 1]})))
+    from pathlib import Path
+
+    assert table.lookup(Path("/x/000001.jpg"))["Male"] == 1
+    assert table.lookup(Path("/x/000002.png")) == {"Black_Hair": 0, "Blond_Hair": 1,
+                                                   "Brown_Hair": 0, "Male": 0, "Young": 1}
+    with pytest.raises(BenchError, match="000003.jpg"):
+        table.lookup(Path("/x/000003.jpg"))
+    (tmp_path / "broken.txt").write_text("1\nMale Young\n000001.jpg 1\n")
+    with pytest.raises(BenchError, match="line 3"):
+        AttributeTable(str(tmp_path / "broken.txt"))
+
+
+def compose(overrides: list[str]):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from benchmark.paths import config_dir
+
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return hydra_compose("config", overrides=overrides)
+
+
+def test_dataset_attributes_reach_the_editor_and_its_cache_key(tmp_path, one_thread, faces):
+    from benchmark.images import to_pil
+    from benchmark.runner import Job
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i, x in enumerate(faces[:2]):
+        to_pil(x).save(images / f"{i:06d}.png")
+    rows = {"000000.jpg": [1, -1, -1, 1, -1], "000001.jpg": [-1, -1, 1, -1, 1]}
+    attr = write_attributes(tmp_path / "list_attr_celeba.txt", rows)
+    common = ["experiment=tiny", "generator=stargan", "defense=none", "transform=identity",
+              "dataset=folder", f"dataset.root={images}", f"dataset.resolution={SIZE}",
+              f"generator.resolution={SIZE}", "metric=[edit_l2]", "pairs=[protection]",
+              "device=cpu", f"cache_dir={tmp_path / 'cache'}", "progress=false"]
+
+    def job(*extra):
+        return Job(compose([*common, *extra]))
+
+    attributed = [f"dataset.attributes={attr}", "generator.source=dataset",
+                  "generator.target=[Male]"]
+    first = job(*attributed)
+    assert first.uses_attributes
+    first.run()
+    assert first.stats["generate"].computed == 2
+    write_attributes(attr, {**rows, "000000.jpg": [1, -1, -1, -1, -1]})  # image 0 now female
+    second = job(*attributed)
+    second.run()  # the file changed: not served from the job cache
+    assert second.stats["generate"].computed == 1  # only the changed image is edited again
+    attr.write_text(attr.read_text().replace("000001.jpg", "000009.jpg"))
+    with pytest.raises(BenchError, match="000001"):
+        job(*attributed)
+    with pytest.raises(BenchError, match="dataset.attributes"):
+        job("generator.source=dataset")
+    assert not job().uses_attributes  # fixed source attributes (the tiny scale's)
+
+
+# -- metrics ------------------------------------------------------------------------------------
+
+
+def test_edit_l2_and_disruption_rate_use_the_references_units():
+    a = torch.zeros(2, 3, 4, 4)
+    b = torch.stack([torch.full((3, 4, 4), 0.1), torch.full((3, 4, 4), 0.2)])
+    # [-1, 1] differences 0.2 and 0.4: MSE 0.04 and 0.16; the references' threshold is 0.05
+    assert torch.allclose(EditL2().update(a, b), torch.tensor([0.04, 0.16], dtype=torch.float64))
+    assert DisruptionRate().update(a, b).tolist() == [0.0, 1.0]
+
+
+# -- defenses -----------------------------------------------------------------------------------
+
+
+def distance_after_release(editor, x, x_adv, names=None) -> float:
+    source = editor.source_vectors(len(x), None)
+    vectors = ([editor.target_vector(source, names)] if names
+               else editor.all_target_vectors(source))
+    with torch.no_grad():
+        return sum(float(EditL2().update(editor.translate(release(x_adv), c),
+                                         editor.translate(x, c)).mean()) for c in vectors)
+
+
+def uniform_noise(x: torch.Tensor, eps: float) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    return (x + (torch.rand(x.shape, generator=g) * 2 - 1) * eps / 255).clamp(0, 1)
+
+
+def sign_noise(x: torch.Tensor, eps: float) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    return (x + torch.randint(0, 2, x.shape, generator=g).float().mul(2).sub(1) * eps / 255
+            ).clamp(0, 1)
+
+
+def test_disrupting_deepfakes_sign_and_budget(faces):
+    from benchmark.defenses.disrupting_deepfakes import DisruptingDeepfakes
+
+    defense = DisruptingDeepfakes(stargan_config(), condition=["Blond_Hair"], iterations=10)
+    x_adv = defense.protect(faces, [1, 2, 3])
+    assert (release(x_adv) - faces).abs().max() <= 6.375 / 255 + 1e-6
+    attacked = distance_after_release(defense.editor, faces, x_adv, ["Blond_Hair"])
+    noise = distance_after_release(defense.editor, faces, sign_noise(faces, 6.375),
+                                   ["Blond_Hair"])
+    assert attacked > 2 * noise
+    # the published step with its sign flipped (minimising) moves the edit less than noise
+    defense.pgd.step = -defense.pgd.step
+    flipped = distance_after_release(defense.editor, faces, defense.protect(faces, [1, 2, 3]),
+                                     ["Blond_Hair"])
+    assert flipped < attacked / 2
+
+
+def test_disrupting_deepfakes_joint_condition_protects_every_target(faces):
+    from benchmark.defenses.disrupting_deepfakes import DisruptingDeepfakes
+
+    defense = DisruptingDeepfakes(stargan_config(), condition="all", iterations=6)
+    x_adv = defense.protect(faces, [1, 2, 3])
+    noise = sign_noise(faces, 6.375)
+    for name in defense.editor.attributes:
+        assert (distance_after_release(defense.editor, faces, x_adv, [name])
+                > distance_after_release(defense.editor, faces, noise, [name])), name
