@@ -260,3 +260,48 @@ def test_disrupting_deepfakes_joint_condition_protects_every_target(faces):
     for name in defense.editor.attributes:
         assert (distance_after_release(defense.editor, faces, x_adv, [name])
                 > distance_after_release(defense.editor, faces, noise, [name])), name
+
+
+def lab_noise(x: torch.Tensor, bound: float) -> torch.Tensor:
+    """x with +-bound (Lab a/b units) of random sign on a and b, lightness kept."""
+    from kornia.color import lab_to_rgb, rgb_to_lab
+
+    lab = rgb_to_lab(x)
+    g = torch.Generator().manual_seed(0)
+    ab = lab[:, 1:] + torch.randint(0, 2, lab[:, 1:].shape, generator=g).float().mul(2).sub(1) * bound
+    return lab_to_rgb(torch.cat([lab[:, :1], ab], dim=1), clip=True)
+
+
+def test_anti_forgery_moves_only_colour_and_beats_noise(faces):
+    from kornia.color import rgb_to_lab
+
+    from benchmark.defenses.anti_forgery import AntiForgery
+
+    defense = AntiForgery(stargan_config())  # the published lr 1e-4, 100 Adam steps
+    x_adv = release(defense.protect(faces, [1, 2, 3]))
+    before, after = rgb_to_lab(faces), rgb_to_lab(x_adv)
+    assert (after[:, 0] - before[:, 0]).abs().max() < 0.5  # lightness: 8-bit rounding only
+    colour = (after[:, 1:] - before[:, 1:]).abs().max()
+    assert 0.5 < colour <= 0.05 * 110 + 1  # a/b moved, within the bound (+ rounding)
+    attacked = distance_after_release(defense.editor, faces, x_adv)
+    # noise on a/b as large as Adam's 100 steps of 1e-4 can move (0.01 * 110 units)
+    assert attacked > 3 * distance_after_release(defense.editor, faces, lab_noise(faces, 1.1))
+    defense.pgd.step = -defense.pgd.step  # the published step with its sign flipped
+    flipped = distance_after_release(defense.editor, faces, defense.protect(faces, [1, 2, 3]))
+    assert flipped < attacked / 3
+
+
+def test_anti_forgery_bound_binds_with_a_large_step(faces):
+    from kornia.color import rgb_to_lab
+
+    from benchmark.defenses.anti_forgery import AntiForgery
+
+    defense = AntiForgery(stargan_config(), lr=0.02, iterations=10)
+    x_adv = defense.protect(faces, [1, 2, 3])  # before rounding: the bound itself
+    change = (rgb_to_lab(x_adv) - rgb_to_lab(faces)).abs()
+    # lab_to_rgb clips out-of-gamut colours, which moves their lightness too; all others
+    # keep it exactly and stay inside the a/b bound
+    in_gamut = change[:, 0] < 1e-3
+    assert in_gamut.float().mean() > 0.9
+    assert change[:, 1:].amax(dim=1)[in_gamut].max() <= 0.05 * 110 + 1e-3
+    assert change[:, 1:].max() > 0.04 * 110  # the bound is reached
