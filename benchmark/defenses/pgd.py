@@ -24,6 +24,9 @@ One loop, configured by:
   (EditShield's perceptual constraint next to its EOT objective).
 - `on_step` (per call): called with the iteration index before each step, for
   objectives whose terms switch on during the run (FaceLock).
+- `step_filter`, `delta_filter` (per call): reshape each step (the signed
+  update times the step size) and then the whole perturbation before the
+  projection (FaceShield's blur of the step and low-pass of the perturbation).
 
 Budgets and steps are in pixel units out of 255 (for `l2`, the L2 norm of the
 whole per-image perturbation in those units: PhotoGuard's 16 in [-1, 1] units
@@ -46,6 +49,7 @@ OPTIMIZERS = ("pgd", "adam")
 
 Loss = Callable[[torch.Tensor], torch.Tensor]
 EotTransform = Callable[[torch.Tensor, Sequence[int]], torch.Tensor]
+Filter = Callable[[torch.Tensor], torch.Tensor]
 
 
 def _per_image(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -168,7 +172,9 @@ class PGD:
 
     def minimize(self, x: torch.Tensor, loss: Loss, seeds: Sequence[int],
                  mask: torch.Tensor | None = None, penalty: Loss | None = None,
-                 on_step: Callable[[int], None] | None = None) -> torch.Tensor:
+                 on_step: Callable[[int], None] | None = None,
+                 step_filter: Filter | None = None,
+                 delta_filter: Filter | None = None) -> torch.Tensor:
         """Minimise `loss(x_adv)` (one value per image) inside the budget."""
         x = x.detach()
         x_adv = self.start(x, seeds)
@@ -192,19 +198,32 @@ class PGD:
             with torch.no_grad():
                 update = adam.update(grad) if adam else self._direction(grad)
                 update = update * _per_image(moving.to(x), update)
-                x_new = self.project(x_adv - self.step_size(i) * update, x)
+                if step_filter is None and delta_filter is None:
+                    x_new = self.project(x_adv - self.step_size(i) * update, x)
+                else:
+                    x_new = self.project(x + self._filtered(x_adv - x, -self.step_size(i) * update,
+                                                            step_filter, delta_filter), x)
                 x_adv = x + (x_new - x) * mask if mask is not None else x_new
         return x_adv.detach()
 
+    @staticmethod
+    def _filtered(delta: torch.Tensor, step: torch.Tensor, step_filter: Filter | None,
+                  delta_filter: Filter | None) -> torch.Tensor:
+        delta = delta + (step if step_filter is None else step_filter(step))
+        return delta if delta_filter is None else delta_filter(delta)
+
     def maximize(self, x: torch.Tensor, loss: Loss, seeds: Sequence[int],
                  mask: torch.Tensor | None = None, penalty: Loss | None = None,
-                 on_step: Callable[[int], None] | None = None) -> torch.Tensor:
+                 on_step: Callable[[int], None] | None = None,
+                 step_filter: Filter | None = None,
+                 delta_filter: Filter | None = None) -> torch.Tensor:
         """Maximise `loss(x_adv) - penalty(x_adv)`; `early_stop` is then the value to reach."""
         threshold = self.early_stop
         self.early_stop = None if threshold is None else -threshold
         negated = None if penalty is None else (lambda v: -penalty(v))
         try:
-            return self.minimize(x, lambda v: -loss(v), seeds, mask, negated, on_step)
+            return self.minimize(x, lambda v: -loss(v), seeds, mask, negated, on_step,
+                                 step_filter, delta_filter)
         finally:
             self.early_stop = threshold
             self.history = [-h for h in self.history]
