@@ -82,7 +82,7 @@ def test_stargan_loads_a_checkpoint_with_the_official_names(tmp_path, one_thread
     # a checkpoint of another layout is refused with its path in the message
     torch.save({k.replace("main.", "body."): v for k, v in state.items()}, tmp_path / "bad.ckpt")
     with pytest.raises(BenchError, match="bad.ckpt"):
-        tiny_stargan(weights=str(tmp_path / "bad.ckpt"), repeat_num=2).network
+        tiny_stargan(weights=str(tmp_path / "bad.ckpt"), repeat_num=2).edit(torch.rand(1, 3, SIZE, SIZE), [0])
 
 
 def test_stargan_missing_weights_say_how_to_get_them():
@@ -305,3 +305,71 @@ def test_anti_forgery_bound_binds_with_a_large_step(faces):
     assert in_gamut.float().mean() > 0.9
     assert change[:, 1:].amax(dim=1)[in_gamut].max() <= 0.05 * 110 + 1e-3
     assert change[:, 1:].max() > 0.04 * 110  # the bound is reached
+
+
+def official_comgan_names(dim: int) -> dict[str, tuple]:
+    """Key -> shape of DF_RAP net/ComGAN.py ComGenerator(dim_in=3, dim_out=dim)."""
+    names: dict[str, tuple] = {"conv1.0.weight": (dim, 3, 3, 3),
+                               "conv0.0.weight": (3, dim, 3, 3), "conv0.0.bias": (3,)}
+    stages = {"conv2": (1, 2), "conv3": (2, 4), "conv4": (4, 8), "conv5": (8, 16),
+              "conv4m": (16, 8), "conv3m": (8, 4), "conv2m": (4, 2), "conv1m": (2, 1)}
+    for stage, (a, b) in stages.items():
+        names[f"{stage}.0.main.0.weight"] = (dim * b, dim * a, 3, 3)
+        names[f"{stage}.0.main.3.weight"] = (dim * b, dim * b, 3, 3)
+        names[f"{stage}.0.conv1x1.weight"] = (dim * b, dim * a, 1, 1)
+        for norm in ("1", "4"):
+            for buffer in ("weight", "bias", "running_mean", "running_var"):
+                names[f"{stage}.0.main.{norm}.{buffer}"] = (dim * b,)
+            names[f"{stage}.0.main.{norm}.num_batches_tracked"] = ()
+    for up, (a, b) in {"upsample54": (16, 8), "upsample43": (8, 4), "upsample32": (4, 2),
+                       "upsample21": (2, 1)}.items():
+        names[f"{up}.0.weight"] = (dim * a, dim * b, 4, 4)
+    return names
+
+
+def test_df_rap_loads_a_comgan_state_dict_with_the_official_names(tmp_path, faces):
+    from benchmark.defenses.df_rap import DFRAP
+
+    layout = official_comgan_names(4)
+    state = {k: (torch.rand(shape) + 0.5 if shape else torch.tensor(0))
+             for k, shape in layout.items()}
+    torch.save(state, tmp_path / "comgan.pth")
+    defense = DFRAP(stargan_config(), comgan_weights=str(tmp_path / "comgan.pth"),
+                    comgan_dim=4, iterations=2)
+    surrogate = defense.pgd.transforms[0]
+    assert set(surrogate.comgan.state_dict()) == set(layout)
+    assert torch.equal(surrogate.comgan.state_dict()["conv3.0.main.1.running_var"],
+                       state["conv3.0.main.1.running_var"])
+    assert surrogate(faces, [1, 2, 3]).shape == faces.shape
+    assert "ComGAN" in defense.surrogate_name
+
+
+def test_df_rap_jpeg_surrogate_draws_the_social_network_qualities(faces):
+    from benchmark.defenses.df_rap import DFRAP
+
+    defense = DFRAP(stargan_config())
+    surrogate = defense.pgd.transforms[0]
+    drawn = [surrogate.quality_for(s) for s in range(400)]
+    assert set(drawn) <= set(surrogate.qualities) and len(set(drawn)) >= 8
+    assert 0.15 < drawn.count(80) / len(drawn) < 0.3  # 22 % in DF-RAP's qf.txt
+    out = surrogate(faces, [1, 2, 3])
+    assert out.shape == faces.shape and (out - faces).abs().max() > 0  # not all quality 100
+
+
+def test_df_rap_sign_and_budget_after_real_jpeg(faces):
+    from conftest import jpeg
+
+    from benchmark.defenses.df_rap import DFRAP
+
+    defense = DFRAP(stargan_config(), condition=["Male"], iterations=10)
+    x_adv = release(defense.protect(faces, [1, 2, 3]))
+    assert (x_adv - faces).abs().max() <= 6.375 / 255 + 1e-6
+    attacked = distance_after_release(defense.editor, faces, jpeg(x_adv, 85), ["Male"])
+    noise = distance_after_release(defense.editor, faces, jpeg(sign_noise(faces, 6.375), 85),
+                                   ["Male"])
+    assert attacked > 2 * noise
+    defense.pgd.step = -defense.pgd.step
+    flipped = distance_after_release(defense.editor, faces,
+                                     jpeg(release(defense.protect(faces, [1, 2, 3])), 85),
+                                     ["Male"])
+    assert flipped < attacked / 2
