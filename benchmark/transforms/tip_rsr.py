@@ -174,7 +174,8 @@ class TipRsr(Transform):
         self.restorer = _model_spec(self.name, "restorer", restorer or {"model": GFPGAN})
         self.upsampler = _model_spec(self.name, "upsampler", upsampler or {"model": REALESRGAN})
         self.parser = _model_spec(self.name, "parser", parser or {"model": BISENET})
-        self.jpeg_quality = check_quality(self.name, jpeg_quality)
+        self.jpeg_quality = check_number(self.name, "jpeg_quality", jpeg_quality, 1, 100,
+                                         "an integer JPEG quality in 1..100", integer=True)
         self.size = check_number(self.name, "size", size, 16, 4096,
                                  "an integer side in pixels, 16..4096", integer=True)
         self.alpha = float(check_number(self.name, "alpha", alpha, 0, 1,
@@ -190,9 +191,14 @@ class TipRsr(Transform):
         self.as_saved = check_flag(self.name, "as_saved", as_saved)
         self.half = check_flag(self.name, "half", half)
         self.device = resolve_device(device)
-        for key, spec in (("restorer", self.restorer), ("upsampler", self.upsampler),
-                          ("parser", self.parser)):
-            if spec not in RESTORATION_MODELS:  # a missing file stops the job before any compute
+        for key, spec, kind in (("restorer", self.restorer, "gfpgan"),
+                                ("upsampler", self.upsampler, "realesrgan"),
+                                ("parser", self.parser, "bisenet")):
+            if spec in RESTORATION_MODELS:
+                check(self.name, f"{key}.model", spec, kind in spec,
+                      f"a {kind} network: " + ", ".join(
+                          m for m in RESTORATION_MODELS if kind in m) + " or a weights file")
+            else:  # a missing file stops the job before any compute
                 resolve_file(spec, f"transform.{key}.model")
 
     # -- the networks, loaded on first use and shared in the process --------------------------
@@ -237,7 +243,7 @@ class TipRsr(Transform):
         return faces
 
     def restore_face(self, crop: np.ndarray, seed: int) -> np.ndarray:
-        t = torch.from_numpy(crop).permute(2, 0, 1)[None].float().div(255)
+        t = torch.from_numpy(np.array(crop)).permute(2, 0, 1)[None].float().div(255)
         t = ((t - 0.5) / 0.5).to(self.device)
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.no_grad(), torch.random.fork_rng(devices=devices):
@@ -289,7 +295,7 @@ class TipRsr(Transform):
 
     def general_branch(self, image: np.ndarray) -> np.ndarray:
         """Step 3: Real-ESRGAN x4plus on the original protected image."""
-        t = torch.from_numpy(image).permute(2, 0, 1)[None].float().div(255).to(self.device)
+        t = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float().div(255).to(self.device)
         net = self.realesrgan
         if self.half and self.device.type == "cuda":
             net, t = net.half(), t.half()
@@ -299,7 +305,7 @@ class TipRsr(Transform):
 
     def face_mask(self, merged: np.ndarray) -> np.ndarray:
         """Step 4: where BiSeNet sees classes 1..14 in the face-branch image."""
-        t = torch.from_numpy(merged).permute(2, 0, 1)[None].float().div(255).to(self.device)
+        t = torch.from_numpy(np.array(merged)).permute(2, 0, 1)[None].float().div(255).to(self.device)
         with torch.no_grad():
             classes = self.bisenet(imagenet_normalise(t)).argmax(1)[0].cpu().numpy()
         return (classes >= FACE_CLASSES.start) & (classes < FACE_CLASSES.stop)
@@ -319,6 +325,6 @@ class TipRsr(Transform):
         for i, (xi, seed) in enumerate(zip(x, seeds)):
             img = to_pil(xi)
             y = lanczos(Image.fromarray(self.purify(img, seed)), img.size)
-            out[i].copy_(torch.from_numpy(np.asarray(y)).permute(2, 0, 1)).div_(255)
+            out[i].copy_(torch.from_numpy(np.array(y)).permute(2, 0, 1)).div_(255)
         return out
 
