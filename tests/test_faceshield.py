@@ -1,0 +1,204 @@
+"""FaceShield and the IP-Adapter editor it defends against, on the tiny random models.
+
+The perturbation filters are checked on hand-made patterns; the attack must keep
+its budget after 8-bit release and lower its objective below both the clean image
+and uniform noise of the same size, and must fail that check with the PGD step's
+sign flipped (what catches a sign error). The identity term is recomputed here
+with the recognisers on a plain resize (what the alignment does without a face).
+"""
+
+import csv
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import TINY, bench
+
+from benchmark.defenses import pgd as pgd_module
+from benchmark.defenses.faceshield import (
+    LOW_PASS_8X8,
+    FaceAlignment,
+    FaceShield,
+    block_dct_lowpass,
+    blur_edges,
+    dct_matrix,
+    edge_mask,
+)
+from benchmark.errors import ConfigValueError, MissingModelError
+from benchmark.generators.ip_adapter import IPAdapterEditor
+from benchmark.images import generator_for, release
+from benchmark.models.diffusion import load_unet
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+CPU = "cpu"
+SEEDS = [11, 12]
+RANDOM_FACES = [{"_target_": "benchmark.defenses.face_id.RandomFaceEmbedder", "dim": 64, "seed": 0},
+                {"_target_": "benchmark.defenses.face_id.RandomFaceEmbedder", "dim": 64, "seed": 1}]
+
+
+def faceshield(**options) -> FaceShield:
+    base = {"model": "tiny/sd", "adapter": "tiny/ip-adapter", "recognisers": RANDOM_FACES,
+            "attention_min_level": 1, "detector": "hog", "iterations": 6, "device": CPU}
+    return FaceShield(**{**base, **options})
+
+
+@pytest.fixture(scope="module")
+def x(portraits64):
+    """Two real portraits at 32 px (too small for dlib: the alignment falls back to a resize)."""
+    return F.interpolate(portraits64[:2], size=(32, 32), mode="bilinear", antialias=True,
+                         align_corners=False).clamp(0, 1)
+
+
+@pytest.fixture(params=[False, True], ids=["step", "flipped_step"])
+def flipped(request, monkeypatch):
+    if request.param:
+        direction = pgd_module.PGD._direction
+        monkeypatch.setattr(pgd_module.PGD, "_direction", lambda self, g: -direction(self, g))
+    return request.param
+
+
+def noise_like(x, x_adv):
+    u = torch.rand(x.shape, generator=generator_for(99)) * 2 - 1
+    return (x + u * (x_adv - x).abs().amax(dim=(1, 2, 3), keepdim=True)).clamp(0, 1)
+
+
+# -- the perturbation filters ------------------------------------------------------------------
+
+
+def dct_pattern(u: int, v: int) -> torch.Tensor:
+    """The 8x8 DCT basis image of vertical frequency u, horizontal frequency v."""
+    c = dct_matrix(8)
+    return torch.outer(c[u], c[v]).expand(1, 3, 8, 8).clone()
+
+
+def test_block_dct_lowpass_keeps_constants_and_removes_high_frequencies():
+    constant = torch.full((1, 3, 8, 8), 0.3)
+    assert torch.allclose(block_dct_lowpass(constant), constant, atol=1e-6)
+    checker = torch.tensor([[(-1.0) ** (i + j) for j in range(8)] for i in range(8)])
+    checker = checker.expand(1, 3, 8, 8)
+    # a pixel checkerboard is not one DCT basis image; 99 % of its energy is removed
+    assert block_dct_lowpass(checker).pow(2).sum() < 0.02 * checker.pow(2).sum()
+    for u, v in [(0, 1), (2, 4), (5, 1)]:  # kept by the mask
+        assert LOW_PASS_8X8[u][v] == 1
+        assert torch.allclose(block_dct_lowpass(dct_pattern(u, v)), dct_pattern(u, v), atol=1e-6)
+    for u, v in [(0, 7), (7, 0), (1, 5), (6, 6)]:  # removed
+        assert LOW_PASS_8X8[u][v] == 0
+        assert block_dct_lowpass(dct_pattern(u, v)).abs().max() < 1e-6
+    odd = torch.randn(2, 3, 12, 20, generator=generator_for(0))
+    once = block_dct_lowpass(odd)
+    assert once.shape == odd.shape and once.norm() < odd.norm()
+    # a projection: the corner blocks (full 8x8) come back unchanged the second time
+    assert torch.allclose(block_dct_lowpass(once)[..., :8, :16], once[..., :8, :16], atol=1e-5)
+
+
+def test_edge_blur_smooths_the_step_only_around_its_strongest_edges():
+    step = -torch.ones(1, 3, 32, 32)
+    step[..., 12:20] = 1  # a vertical stripe: edges at columns 11|12 and 19|20
+    mask = edge_mask(step, dilation=9)
+    assert mask[..., 10:22].eq(1).all()
+    assert mask[..., :6].eq(0).all() and mask[..., 26:].eq(0).all()
+    out = blur_edges(step, kernel=9, sigma=5, dilation=9)
+    assert torch.equal(out[..., :6], step[..., :6]) and torch.equal(out[..., 26:], step[..., 26:])
+    assert (out[0, 0, 16, 10:14].abs() < 0.99).all()  # blurred across the edge
+    assert torch.equal(blur_edges(torch.ones(1, 3, 16, 16)), torch.ones(1, 3, 16, 16))
+
+
+def test_alignment_without_a_face_is_a_plain_resize(x):
+    alignment = FaceAlignment("hog", 64, "faceshield")
+    maps = alignment.fit(x)
+    expected = F.interpolate(x, size=(112, 112), mode="bilinear", align_corners=True)
+    assert torch.allclose(alignment.warp(x, maps), expected, atol=1e-5)
+
+
+# -- the attack --------------------------------------------------------------------------------
+
+
+def test_faceshield_lowers_its_objective_below_clean_and_noise(x, flipped):
+    defense = faceshield()
+    ref = defense.reference(x, SEEDS)
+    x_adv = release(defense.protect(x, SEEDS))
+    with torch.no_grad():
+        clean, adv, noisy = (defense.objective(v, ref) for v in (x, x_adv, noise_like(x, x_adv)))
+    ok = (adv < clean) & (adv < noisy)
+    assert bool(ok.all()) != flipped, (clean, adv, noisy)
+
+
+def test_faceshield_identity_term_lowers_the_face_similarity(x):
+    defense = faceshield(projection_weight=0, attention_weight=0, lowpass=False)
+    x_adv = release(defense.protect(x, SEEDS))
+
+    def similarity(v):  # written out: recognisers on the resized image (no face at 32 px)
+        faces = F.interpolate(v, size=(112, 112), mode="bilinear", align_corners=True)
+        clean = F.interpolate(x, size=(112, 112), mode="bilinear", align_corners=True)
+        return sum(F.cosine_similarity(r(faces), r(clean), dim=1) for r in defense.recognisers)
+
+    with torch.no_grad():
+        adv, noisy = similarity(x_adv), similarity(noise_like(x, x_adv))
+    assert (adv < noisy).all() and (adv < 2 - 1e-6).all(), (adv, noisy)
+
+
+def test_faceshield_keeps_its_budget_after_release_and_is_deterministic(x):
+    x = release(x)  # an 8-bit image, as read from a file
+    defense = faceshield(eps=4, iterations=5)
+    x_adv = defense.protect(x, SEEDS)
+    published = release(x_adv)
+    assert published.min() >= 0 and published.max() <= 1
+    assert (published - x).abs().max() <= 4 / 255 + 1e-6 and (published != x).any()
+    assert torch.equal(x_adv, defense.protect(x, SEEDS))
+
+
+@pytest.mark.parametrize("override", [{"eps": -1}, {"attention_quantile": 1},
+                                      {"blur_kernel": 8}, {"recognisers": []},
+                                      {"identity_weight": -4}, {"detector": "mtcnn"}])
+def test_bad_values_stop_the_build(override):
+    with pytest.raises(ConfigValueError):
+        faceshield(**override)
+
+
+def test_faceshield_and_the_editor_share_one_adapter_unet_and_leave_sd_plain():
+    defense = faceshield()
+    editor = IPAdapterEditor(model="tiny/sd", adapter="tiny/ip-adapter", resolution=32, steps=2,
+                             device=CPU)
+    assert defense.unet is editor.unet
+    assert editor.unet is not load_unet("tiny/sd", "fp32", CPU)
+    assert not any(hasattr(p, "to_k_ip") for p in load_unet("tiny/sd", "fp32", CPU)
+                   .attn_processors.values())
+
+
+# -- the editor --------------------------------------------------------------------------------
+
+
+def test_ip_adapter_edit_is_paired_and_reads_the_image_prompt(x):
+    editor = IPAdapterEditor(model="tiny/sd", adapter="tiny/ip-adapter", resolution=32, steps=2,
+                             device=CPU)
+    other = x.flip(0)
+    y = editor.edit(x, SEEDS)
+    assert y.shape == (2, 3, 32, 32) and torch.equal(y, editor.edit(x, SEEDS))
+    assert (editor.edit(other, SEEDS) - y).abs().max() > 0  # the portrait is the prompt
+    assert (editor.edit(x, [s + 1 for s in SEEDS]) - y).abs().mean() > 1e-2  # its own noise
+    text_only = IPAdapterEditor(model="tiny/sd", adapter="tiny/ip-adapter", resolution=32,
+                                steps=2, scale=0.0, device=CPU)
+    assert torch.equal(text_only.edit(x, SEEDS), text_only.edit(other, SEEDS))
+
+
+def test_missing_adapter_weights_name_the_repository(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(MissingModelError, match="h94/IP-Adapter"):
+        IPAdapterEditor(model="tiny/sd", adapter="h94/IP-Adapter", device=CPU)
+
+
+def test_bench_runs_faceshield_against_ip_adapter_end_to_end(workdir):
+    bench("run", "experiment=tiny", "defense=faceshield", "generator=ip_adapter", "device=cpu",
+          "pairs=[edit,invisibility]", "metric=[psnr,ssim]", "hydra.run.dir=out", *TINY,
+          cwd=workdir)
+    with open(workdir / "out" / "samples.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["defense"] for r in rows} == {"faceshield"}
+    assert {r["generator"] for r in rows} == {"ip_adapter"}
+    invisible = [float(r["value"]) for r in rows
+                 if r["pair"] == "invisibility" and r["metric"] == "psnr"]
+    assert len(invisible) == 3 and all(20 < v < math.inf for v in invisible)
+    assert any(r["pair"] == "edit" and r["metric"] == "ssim" for r in rows)
