@@ -373,3 +373,82 @@ def test_df_rap_sign_and_budget_after_real_jpeg(faces):
                                      jpeg(release(defense.protect(faces, [1, 2, 3])), 85),
                                      ["Male"])
     assert flipped < attacked / 2
+
+
+# -- AttGAN -------------------------------------------------------------------------------------
+
+
+def attgan_config(**options) -> dict:
+    return {"_target_": "benchmark.generators.attgan.AttGAN", "weights": "random",
+            "resolution": SIZE, "enc_dim": 4, "dec_dim": 4, "source": {"Black_Hair": 1},
+            "device": "cpu", **options}
+
+
+def official_attgan_names(dim: int, n_attrs: int = 13) -> dict[str, tuple]:
+    """Key -> shape of AttGAN-PyTorch attgan.py Generator(enc_dim=dec_dim=dim, 5 layers,
+    shortcut_layers=1, inject_layers=0): nn.py blocks hold `layers` = conv, BatchNorm, act."""
+    names: dict[str, tuple] = {}
+
+    def bn(prefix: str, channels: int) -> None:
+        for buffer in ("weight", "bias", "running_mean", "running_var"):
+            names[f"{prefix}.layers.1.{buffer}"] = (channels,)
+        names[f"{prefix}.layers.1.num_batches_tracked"] = ()
+
+    enc = [dim * 2 ** i for i in range(5)]
+    for i, out in enumerate(enc):
+        names[f"enc_layers.{i}.layers.0.weight"] = (out, 3 if i == 0 else enc[i - 1], 4, 4)
+        bn(f"enc_layers.{i}", out)
+    n_in = enc[-1] + n_attrs
+    for i in range(4):
+        out = dim * 2 ** (4 - i)
+        names[f"dec_layers.{i}.layers.0.weight"] = (n_in, out, 4, 4)
+        bn(f"dec_layers.{i}", out)
+        n_in = out + (out // 2 if i == 0 else 0)
+    names["dec_layers.4.layers.0.weight"] = (n_in, 3, 4, 4)
+    names["dec_layers.4.layers.0.bias"] = (3,)
+    return names
+
+
+def test_attgan_loads_an_official_checkpoint_dict(tmp_path):
+    from benchmark.build import build
+
+    layout = official_attgan_names(4)
+    state = {k: (torch.rand(shape) + 0.5 if shape else torch.tensor(1)) for k, shape in layout.items()}
+    torch.save({"G": state, "D": {"conv.0.layers.0.weight": torch.zeros(1)}},
+               tmp_path / "weights.199.pth")
+    editor = build(attgan_config(weights=str(tmp_path / "weights.199.pth")))
+    loaded = editor.network.state_dict()
+    assert set(loaded) == set(layout)
+    assert torch.equal(loaded["dec_layers.1.layers.1.running_var"],
+                       state["dec_layers.1.layers.1.running_var"])
+    assert not editor.network.training  # test.py: attgan.eval()
+
+
+def test_attgan_target_vectors_follow_its_test_script():
+    from benchmark.build import build
+
+    editor = build(attgan_config())
+    names = editor.attributes
+    source = torch.zeros(1, 13)
+    source[0, names.index("Black_Hair")] = 1
+    source[0, names.index("No_Beard")] = 1
+    blond = editor.target_vector(source, ["Blond_Hair"])[0]
+    # the flipped attribute at test_int (1.0), the others at +-thres_int (0.5); the other
+    # hair colour is switched off (check_attribute_conflict)
+    assert blond[names.index("Blond_Hair")] == 1.0
+    assert blond[names.index("Black_Hair")] == -0.5
+    assert blond[names.index("No_Beard")] == 0.5 and blond[names.index("Bald")] == -0.5
+    mustache = editor.target_vector(source, ["Mustache"])[0]
+    assert mustache[names.index("No_Beard")] == -0.5
+    assert len(editor.all_target_vectors(source)) == 13
+
+
+def test_attgan_disrupting_deepfakes_beats_noise(faces):
+    from benchmark.defenses.disrupting_deepfakes import DisruptingDeepfakes
+
+    defense = DisruptingDeepfakes(attgan_config(), condition=["Bald"], iterations=10)
+    x_adv = defense.protect(faces, [1, 2, 3])
+    assert (release(x_adv) - faces).abs().max() <= 6.375 / 255 + 1e-6
+    attacked = distance_after_release(defense.editor, faces, x_adv, ["Bald"])
+    noise = distance_after_release(defense.editor, faces, sign_noise(faces, 6.375), ["Bald"])
+    assert attacked > 2 * noise

@@ -64,11 +64,15 @@ def resolve_weights(spec: str | None, key: str, how_to_get: str) -> Path | None:
                      f"{how_to_get}")
 
 
-def load_network(build_network, path: Path | None, state_key: str | None = None) -> nn.Module:
-    """A network with the checkpoint's weights (strict names), or random ones from a fixed seed."""
+def load_network(build_network, path: Path | None, state_key: str | None = None,
+                 calibrate=None) -> nn.Module:
+    """A network with the checkpoint's weights (strict names), or random ones from a fixed seed
+    (then `calibrate(network)`, if given, runs in the same seeded context)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_SEED)
         network = build_network()
+        if path is None and calibrate is not None:
+            calibrate(network)
     if path is not None:
         state = load_checkpoint(path)
         if state_key and isinstance(state, dict) and state_key in state:
@@ -141,7 +145,11 @@ class GanEditor(Generator):
     def network(self) -> nn.Module:
         key = (self.name, str(self.weights_path or RANDOM), *self.network_key(), str(self.device))
         return shared(key, lambda: load_network(self.build_network, self.weights_path,
-                                                self.state_key).to(self.device))
+                                                self.state_key, self.calibrate_random)
+                      .to(self.device))
+
+    def calibrate_random(self, network: nn.Module) -> None:
+        """Random weights only: make the untrained network usable for plumbing (no-op here)."""
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """The network on [-1, 1] images and target vectors: [-1, 1] output."""
