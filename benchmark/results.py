@@ -490,6 +490,19 @@ def _matches(labels: pd.Series, wanted: str) -> pd.Series:
     return labels == wanted if "(" in wanted else labels.map(_base) == wanted
 
 
+def _not_built(ref: pd.Series) -> list[str]:
+    """The config files a reported setting needs that this checkout lacks (group/name.yaml):
+    a defense, transform or generator that nobody has added yet. Read from the config
+    groups, so that a row turns from `not built` to `not run` when its yaml file appears."""
+    from benchmark.paths import config_dir
+
+    root = config_dir()
+    needed = [("defense", ref.get("defense", "")), ("transform", ref.get("transform", "")),
+              ("generator", ref.get("generator", ""))]
+    return [f"{group}/{_base(name)}.yaml" for group, name in needed
+            if name and name != "*" and not (root / group / f"{_base(name)}.yaml").is_file()]
+
+
 def compare_reported(samples: pd.DataFrame, reported: str | Path, metrics: list[str] | str,
                      pair: str, fmt: str = "md", agg: str = "mean", seed: int = 0,
                      where: dict[str, list[str]] | None = None) -> str:
@@ -519,6 +532,8 @@ def compare_reported(samples: pd.DataFrame, reported: str | Path, metrics: list[
             mine = mine[_matches(mine["defense"], ref["defense"])]
         if ref["transform"]:
             mine = mine[_matches(mine["transform"], ref["transform"])]
+        if ref.get("generator"):
+            mine = mine[_matches(mine["generator"], ref["generator"])]
         base = {"table": ref.get("table", ""), "setting": ref.get("setting", ""),
                 "defense": ref.get("paper_name") or ref["defense"], "metric": ref["metric"],
                 "paper": float(ref["value"])}
@@ -529,7 +544,9 @@ def compare_reported(samples: pd.DataFrame, reported: str | Path, metrics: list[
         else:
             groups = list(mine.groupby(["defense", "transform"], sort=False))
         if not groups:
-            out.append({**base, "ours (label)": "not run", "ours": "", "ours − paper": ""})
+            missing = _not_built(ref)
+            label = f"not built ({', '.join(missing)})" if missing else "not run"
+            out.append({**base, "ours (label)": label, "ours": "", "ours − paper": ""})
         for (defense, transform), group in groups:
             c = _Cell(group["value"].to_numpy(dtype=float), (group["image_id"] == "*").all(),
                       agg, seed)

@@ -166,7 +166,9 @@ def test_our_numbers_beside_the_studys(tmp_path):
         "table,setting,dataset,defense,transform,generator,pair,metric,value,paper_name,source\n"
         "t1,purification,faces,mist,jpeg,,edit,ssim,0.6500,Mist,paper\n"
         "t1,purification,faces,advdm,jpeg,,edit,ssim,0.7000,AdvDM,paper\n"
-        "t1,purification,faces,photoguard(eps=4),jpeg,,edit,ssim,0.7,PG small,paper\n"
+        "t1,purification,faces,mist(eps=4),jpeg,,edit,ssim,0.7,Mist small,paper\n"
+        "t1,purification,faces,no_such_defense,jpeg,,edit,ssim,0.7,Future,paper\n"
+        "t1,purification,faces,mist,jpeg,no_such_gan,edit,ssim,0.7,Mist on a GAN,paper\n"
         "t2,portraits,faces,*,jpeg,,edit,ssim,0.7200,(all),paper\n"
         "t3,other pair,faces,mist,jpeg,,fidelity,ssim,0.9,Mist,paper\n")
     out = pd.read_csv(io.StringIO(compare_reported(SAMPLES, reported, "ssim", "edit", "csv")))
@@ -175,24 +177,47 @@ def test_our_numbers_beside_the_studys(tmp_path):
     assert float(mist["ours − paper"]) == pytest.approx(0.05, abs=1e-4)
     assert out[out["defense"] == "AdvDM"]["ours (label)"].item() == "not run"
     # a reported setting with parameters matches only our job with those parameters
-    assert out[out["defense"] == "PG small"]["ours (label)"].item() == "not run"
+    assert out[out["defense"] == "Mist small"]["ours (label)"].item() == "not run"
+    # a setting whose defense or generator has no config file yet is not built, not just not run
+    assert out[out["defense"] == "Future"]["ours (label)"].item() == \
+        "not built (defense/no_such_defense.yaml)"
+    assert out[out["defense"] == "Mist on a GAN"]["ours (label)"].item() == \
+        "not built (generator/no_such_gan.yaml)"
     pooled = out[out["defense"] == "(all)"].iloc[0]  # every defense's images together
     assert float(pooled["ours"]) == pytest.approx(np.mean([0.9, 0.7, 0.8, 0.8, 0.6, 0.7]))
-    assert len(out) == 4  # the fidelity row belongs to another pair
+    assert len(out) == 6  # the fidelity row belongs to another pair
     with pytest.raises(BenchError, match="reports nothing"):
         compare_reported(SAMPLES, reported, "lpips", "edit")
 
 
-def test_the_reported_numbers_of_the_study_are_listed_with_their_setting():
-    paper = pd.read_csv(REPO / "results" / "paper_reported.csv")
-    assert paper[["table", "setting", "pair", "metric", "value"]].notna().all().all()
-    found = {(r.paper_name, round(r.value, 4)) for r in paper.itertuples()}
-    for name, value in [("PhotoGuard", 0.8080), ("Mist", 0.8096), ("AdvDM(−)", 0.8599),
-                        ("Silencer-I", 0.8671), ("Anti-Forgery", 0.9031), ("DF-RAP", 0.8761),
-                        ("FaceShield", 0.9323), ("FaceLock", 0.7122)]:
-        assert (name, value) in found
-    assert 0.8551 in set(paper["value"].round(4))
-    assert set(paper["pair"]) <= {"fidelity", "edit"}
+def test_the_reported_numbers_name_the_paper_and_a_setting_bench_can_run():
+    """Structure of results/paper_reported.csv (its values are checked by no copy of them):
+    each row names the paper, is on bench's 0-1 SSIM scale (with the percentage the paper
+    prints, where the source gives one, equal to 100 x the value), and names its purifier,
+    pair and generator the way `bench table --vs` matches them."""
+    import re
+
+    paper = pd.read_csv(REPO / "results" / "paper_reported.csv", dtype=str,
+                        keep_default_na=False)
+    assert list(paper.columns) == ["table", "setting", "dataset", "defense", "transform",
+                                   "generator", "pair", "metric", "value", "paper_name",
+                                   "source"]
+    assert len(paper) >= 9
+    for row in paper.itertuples():
+        assert "arXiv 2604.23688" in row.source and "Sun et al. 2026" in row.source, row
+        assert row.table and row.setting and row.paper_name, row
+        value = float(row.value)
+        assert row.metric == "ssim" and 0 < value <= 1, row
+        percent = re.search(r"(\d{2}\.\d{2})(?: as a percentage|, a percentage|[),])",
+                            row.source)
+        if percent:
+            assert float(percent.group(1)) == pytest.approx(100 * value, abs=1e-9), row
+        # the study purifies with TIP-RSR: its rows compare transform=tip_rsr
+        assert row.transform == "tip_rsr", row
+        assert row.pair in ("fidelity", "edit"), row
+        assert bool(row.generator) == (row.pair == "edit"), row  # an edit names its editor
+        assert row.defense == "*" or re.fullmatch(r"[a-z0-9_]+(\(.+=.+\))?", row.defense), row
+    assert "advdm(direction=-)" in set(paper["defense"])
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,12 @@
-"""Transformation-based purification: scale transformation + colour compression.
+"""This benchmark's transformation purifier: scale transformation + colour compression.
 
 Sun et al., "Do Protective Perturbations Really Protect Portrait Privacy under
 Real-world Image Transformations?" (arXiv 2604.23688, 2026) find that the scale
 transformations and colour compression of ordinary display and sharing pipelines
-wash protective perturbations out, and build a cheap purifier from them. This is
-that purifier as a configurable chain, all in Pillow, per image:
+wash protective perturbations out. This is this benchmark's OWN purifier built on
+that finding, a configurable chain tuned by a grid study on the offline surrogate,
+NOT the study's published purifier (TIP-RSR: benchmark.transforms.tip_rsr, whose
+transformation stage alone is `tip_rsr_jpeg_resize`). All in Pillow, per image:
 
 1. downscale by `scale` (`down` filter): the perturbation's high frequencies are
    averaged away;
