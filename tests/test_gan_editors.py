@@ -452,3 +452,46 @@ def test_attgan_disrupting_deepfakes_beats_noise(faces):
     attacked = distance_after_release(defense.editor, faces, x_adv, ["Bald"])
     noise = distance_after_release(defense.editor, faces, sign_noise(faces, 6.375), ["Bald"])
     assert attacked > 2 * noise
+
+
+# -- CMUA-Watermark -----------------------------------------------------------------------------
+
+
+def cmua(tmp_path, **options):
+    from benchmark.defenses.cmua import CMUA
+
+    return CMUA(editors={"stargan": stargan_config(), "attgan": attgan_config()},
+                training_set={"_target_": "benchmark.data.portraits.PortraitsDataset",
+                              "resolution": SIZE, "limit": 3},
+                **{"iterations": 4, "batch_size": 4, "cache_dir": str(tmp_path / "cache"),
+                   **options})
+
+
+def test_cmua_one_cached_watermark_for_every_image(tmp_path, faces, monkeypatch):
+    defense = cmua(tmp_path)
+    x_adv = defense.protect(faces, [1, 2, 3])
+    delta, up = x_adv - faces, defense._watermark.expand_as(faces)
+    inside = ((faces + up) > 0) & ((faces + up) < 1)  # not clipped to the image range
+    assert inside.float().mean() > 0.9
+    assert torch.allclose(delta[inside], up[inside], atol=1e-6)
+    assert delta.abs().max() <= 6.375 / 255 + 1e-6 and delta.abs().max() > 0
+    # a second defense (another job of the sweep) reads the watermark and trains nothing
+    again = cmua(tmp_path)
+    monkeypatch.setattr(type(again), "train", lambda self: pytest.fail("trained again"))
+    assert torch.equal(again.protect(faces, [4, 5, 6]), x_adv)
+    # another training set is another watermark
+    other = cmua(tmp_path, training_images=2)
+    monkeypatch.undo()
+    assert not torch.equal(other.protect(faces, [1, 2, 3]), x_adv)
+
+
+def test_cmua_watermark_disrupts_both_editors_more_than_noise(tmp_path, faces):
+    defense = cmua(tmp_path)
+    x_adv = defense.protect(faces, [1, 2, 3])
+    up = defense._watermark
+    g = torch.Generator().manual_seed(0)
+    flips = torch.randint(0, 2, up.shape, generator=g).float() * 2 - 1
+    noise = (faces + up.abs() * flips).clamp(0, 1)  # the same magnitude, random signs
+    for editor in defense.editors.values():
+        assert (distance_after_release(editor, faces, x_adv)
+                > distance_after_release(editor, faces, noise)), editor.name

@@ -1,0 +1,155 @@
+"""CMUA-Watermark: one cross-model universal perturbation against several GAN editors.
+
+Huang, Wang, Guo, Xie, Cheng, Qian, Chen and Zheng, "CMUA-Watermark: A Cross-Model
+Universal Adversarial Watermark for Combating Deepfakes", AAAI 2022. arXiv:2105.10872.
+Defaults from github.com/VDIGPKU/CMUA-Watermark (setting.json, attacks.py,
+universal_attack.py), in the [-1, 1] units of its images:
+
+- `epsilon: 0.05` -> 6.375 pixel units out of 255; `a: 0.01` -> 1.275; `k: 10`
+  iterations per (batch, model, target); `momentum: 0.5`; `star_factor`, `att_factor`:
+  1 (the per-model step factors of setting.json, here `factors`, one per editor).
+- training set: `batch_size: 64`, `num_test: 128` (two batches, one pass) of CelebA's
+  test split in file order; images at `img_size: 256`.
+- per batch, per editor (StarGAN's 5 targets, then AttGAN's source vector and its 13
+  single-attribute flips), per target: clean edit y = G(x, c); x' = x + U(-eps, eps);
+  10 times: g = sign(grad MSE(G(x', c), y)), eta = mean over the batch of
+  clamp(factor * (x' + a g - x), -eps, eps), up = eta (the first time) else
+  momentum * up + (1 - momentum) * eta, x' = clamp(x + up) (`universal_perturb_stargan`,
+  `universal_perturb_attgan`). The watermark `up` is added to every image.
+
+The watermark is one artifact in the job's cache (stage `universal`), keyed by the
+training images' contents, the editors' configs and these values: a sweep computes it
+once and every protected image reuses it. Images of another size get it resized
+(bilinear). The reference also attacks AttentionGAN and HiSD; `editors` takes the
+GAN editors bench has (StarGAN, AttGAN).
+"""
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from benchmark.build import build
+from benchmark.cache import ArtifactCache, cache_key
+from benchmark.defenses.base import Defense, check_budget
+from benchmark.defenses.gan_editors import mse
+from benchmark.errors import BenchError, check
+from benchmark.generators.gan import GanEditor
+from benchmark.images import content_key, derive_seed, generator_for
+
+log = logging.getLogger(__name__)
+
+
+class CMUA(Defense):
+    name = "cmua"
+    version = "1"
+
+    def __init__(self, editors: dict, training_set: dict, training_images: int = 128,
+                 batch_size: int = 64, eps: float = 6.375, step: float = 1.275,
+                 iterations: int = 10, momentum: float = 0.5, factors: dict | None = None,
+                 seed: int = 0, cache_dir: str | None = None):
+        self.eps = check_budget(self.name, eps)
+        check(self.name, "step", step, isinstance(step, (int, float)) and step > 0,
+              "a step size > 0 in pixel units out of 255")
+        for key, value in (("training_images", training_images), ("batch_size", batch_size),
+                           ("iterations", iterations)):
+            check(self.name, key, value, isinstance(value, int) and value >= 1, "an integer >= 1")
+        check(self.name, "momentum", momentum, isinstance(momentum, (int, float))
+              and 0 <= momentum < 1, "a number in [0, 1)")
+        check(self.name, "editors", editors, isinstance(editors, dict) and len(editors) > 0,
+              "a mapping of names to GAN editor configs (stargan, attgan)")
+        factors = dict(factors or {})
+        check(self.name, "factors", factors, set(factors) <= set(editors)
+              and all(isinstance(v, (int, float)) and v > 0 for v in factors.values()),
+              f"a mapping from editor names {sorted(editors)} to step factors > 0")
+        self.editors = {}
+        for label, config in editors.items():
+            editor = build(config, where=f"{self.name}.editors.{label}")
+            check(self.name, f"editors.{label}", type(editor).__name__,
+                  isinstance(editor, GanEditor), "a GAN attribute editor config")
+            self.editors[label] = editor
+        self.factors = {label: float(factors.get(label, 1.0)) for label in self.editors}
+        self.training_set = build(training_set, where=f"{self.name}.training_set")
+        self.step, self.iterations, self.momentum = step / 255, iterations, float(momentum)
+        self.training_images, self.batch_size, self.seed = training_images, batch_size, seed
+        self.cache = ArtifactCache(cache_dir) if cache_dir else None
+        self.identity = {"editors": editors, "training_set": training_set,
+                         "training_images": training_images, "batch_size": batch_size,
+                         "eps": eps, "step": step, "iterations": iterations,
+                         "momentum": momentum, "factors": self.factors, "seed": seed}
+        self._watermark: torch.Tensor | None = None
+
+    # -- training -------------------------------------------------------------------------------
+
+    def _training_batches(self):
+        data = self.training_set
+        count = min(self.training_images, len(data))
+        if count == 0:
+            raise BenchError(f"{self.name}.training_set: no images")
+        samples = [data.load(i) for i in range(count)]
+        needs = any(e.needs_attributes for e in self.editors.values())
+        for start in range(0, count, self.batch_size):
+            chunk = samples[start:start + self.batch_size]
+            attributes = ([data.attributes_of(s.image_id) for s in chunk] if needs else None)
+            yield torch.stack([s.x for s in chunk]), attributes
+
+    def _targets(self, editor: GanEditor, n: int, attributes) -> list[torch.Tensor]:
+        source = editor.source_vectors(n, attributes)
+        vectors = editor.all_target_vectors(source)
+        if editor.name == "attgan":  # universal_attack.py: att_b_list = [att_a] + 13 flips
+            vectors = [editor.target_vector(source, [])] + vectors
+        return vectors
+
+    def train(self) -> torch.Tensor:
+        watermark = None
+        device = next(iter(self.editors.values())).device
+        for b, (x, attributes) in enumerate(self._training_batches()):
+            x = x.to(device)
+            for label, editor in self.editors.items():
+                factor = self.factors[label]
+                for t, c in enumerate(self._targets(editor, len(x), attributes)):
+                    with torch.no_grad():
+                        clean = editor.translate(x, c)
+                    g = generator_for(derive_seed(self.seed, f"{b}/{label}/{t}", "cmua"))
+                    start = (torch.rand(x.shape, generator=g) * 2 - 1).to(x) * self.eps
+                    x_adv = (x + start).clamp(0, 1)
+                    for _ in range(self.iterations):
+                        x_var = x_adv.detach().requires_grad_(True)
+                        (grad,) = torch.autograd.grad(mse(editor.translate(x_var, c), clean).sum(),
+                                                      x_var)
+                        moved = x_adv + self.step * grad.sign() - x
+                        eta = (factor * moved).clamp(-self.eps, self.eps).mean(dim=0)
+                        watermark = eta if watermark is None else (
+                            self.momentum * watermark + (1 - self.momentum) * eta)
+                        x_adv = (x + watermark).clamp(0, 1).detach()
+        return watermark.detach().cpu()
+
+    def watermark(self, keys: list[str]) -> torch.Tensor:
+        if self._watermark is not None:
+            return self._watermark
+        key = cache_key("universal", self.identity, self.version, keys, self.seed)
+        stored = self.cache.load_array("universal", key) if self.cache else None
+        if stored is not None:
+            self._watermark = torch.from_numpy(stored)
+            return self._watermark
+        log.info("cmua: training the universal watermark on %d image(s)", len(keys))
+        self._watermark = self.train()
+        if self.cache:
+            self.cache.save_array("universal", key, self._watermark.numpy().astype(np.float32),
+                                  {"config": self.identity, "version": self.version,
+                                   "inputs": keys})
+        return self._watermark
+
+    def protect(self, x: torch.Tensor, seeds: Sequence[int],
+                attributes: list[dict] | None = None) -> torch.Tensor:
+        if self._watermark is None:
+            data = self.training_set
+            count = min(self.training_images, len(data))
+            self.watermark([content_key(data.load(i).x) for i in range(count)])
+        up = self._watermark.to(x)
+        if up.shape[-2:] != x.shape[-2:]:
+            up = F.interpolate(up[None], size=x.shape[-2:], mode="bilinear",
+                               align_corners=False)[0].clamp(-self.eps, self.eps)
+        return (x + up).clamp(0, 1)
