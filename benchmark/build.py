@@ -1,51 +1,109 @@
 """The one place where a config's `_target_` becomes an object.
 
-Only classes inside the `benchmark` package (and the explicit allow-list below)
-may be named, so a config file cannot call arbitrary code.
+A config file or a command-line override must not be able to call arbitrary code.
+Hydra resolves a dotted `_target_` through module attributes, so a string prefix
+check is not enough: `benchmark.results.pd.read_pickle` starts with `benchmark.`
+and names pandas' function. Here a target is accepted only when
+
+- it is `<module>.<Class>` with `<module>` one of the component packages below
+  (the module is imported by name, never walked attribute by attribute),
+- `<Class>` is a class *defined* in that module (`cls.__module__ == module`), so
+  `benchmark.runner.torch` or a class imported from elsewhere is refused,
+- and it is a component: a subclass of one of the stage base classes (dataset,
+  defense, transform, generator, metric) or a `torch.nn.Module` of the model
+  layer (encoders, face embedders).
+
+The class is then called directly with the config's keys; Hydra never sees the
+string. `ALLOWED_TARGETS` is the explicit allow-list for anything else (empty).
 """
 
+import importlib
+import inspect
 from typing import Any
 
-import hydra.utils
-from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
 from benchmark.errors import BenchError
 
+COMPONENT_PACKAGES = ("benchmark.data", "benchmark.defenses", "benchmark.transforms",
+                      "benchmark.generators", "benchmark.metrics", "benchmark.models")
 ALLOWED_TARGETS: frozenset[str] = frozenset()
 
 
-def _check_targets(node: Any, where: str) -> None:
+def _component_bases() -> tuple[type, ...]:
+    import torch.nn
+
+    from benchmark.data.base import ImageDataset
+    from benchmark.defenses.base import Defense
+    from benchmark.generators.base import Generator
+    from benchmark.metrics.base import Metric
+    from benchmark.transforms.base import Transform
+
+    return ImageDataset, Defense, Transform, Generator, Metric, torch.nn.Module
+
+
+def resolve_target(target: Any, where: str) -> type:
+    """The component class `target` names, or a BenchError saying why it is refused."""
+    refused = (f"{where}: _target_ {target!r} is not allowed; a component must be a class "
+               f"defined in a module of {', '.join(COMPONENT_PACKAGES)} that subclasses a "
+               f"stage base class (Dataset, Defense, Transform, Generator, Metric) or "
+               f"torch.nn.Module (see benchmark.build)")
+    if not isinstance(target, str) or "." not in target:
+        raise BenchError(refused)
+    module_name, _, class_name = target.rpartition(".")
+    in_package = module_name.startswith(tuple(p + "." for p in COMPONENT_PACKAGES))
+    if target not in ALLOWED_TARGETS and not (in_package and class_name.isidentifier()):
+        raise BenchError(refused)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise BenchError(f"{where}: _target_ {target!r}: cannot import module {module_name!r} "
+                         f"({e})") from None
+    cls = module.__dict__.get(class_name)
+    if cls is None:
+        raise BenchError(f"{where}: _target_ {target!r}: module {module_name} defines no "
+                         f"{class_name!r}")
+    if target in ALLOWED_TARGETS:
+        return cls
+    if not (inspect.isclass(cls) and cls.__module__ == module_name
+            and issubclass(cls, _component_bases())):
+        raise BenchError(refused)
+    return cls
+
+
+def check_targets(node: Any, where: str) -> None:
+    """Refuse the whole config if any nested `_target_` names something not allowed."""
     if isinstance(node, dict):
-        target = node.get("_target_")
-        if target is not None:
-            target = str(target)
-            if not (target.startswith("benchmark.") or target in ALLOWED_TARGETS):
-                raise BenchError(
-                    f"{where}: _target_ '{target}' is not allowed; components must be classes "
-                    f"inside the benchmark package (or listed in benchmark.build.ALLOWED_TARGETS)"
-                )
+        if "_target_" in node:
+            resolve_target(node["_target_"], where)
         for k, v in node.items():
-            _check_targets(v, f"{where}.{k}")
+            check_targets(v, f"{where}.{k}")
     elif isinstance(node, list):
         for i, v in enumerate(node):
-            _check_targets(v, f"{where}[{i}]")
+            check_targets(v, f"{where}[{i}]")
 
 
 def build(cfg: DictConfig | dict, where: str = "config", **kwargs: Any) -> Any:
     """Instantiate `cfg` after checking every nested `_target_`.
 
     Nested configs reach the constructor as plain dicts: a component checks its own
-    parameters first and builds its children (e.g. an encoder) itself.
+    parameters first and builds its children (e.g. an encoder) itself, through here.
     """
     plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
-    _check_targets(plain, where)
-    if "_target_" not in plain:
-        raise BenchError(f"{where}: no _target_ to build from (keys: {sorted(plain)})")
+    if not isinstance(plain, dict) or "_target_" not in plain:
+        keys = sorted(plain) if isinstance(plain, dict) else type(plain).__name__
+        raise BenchError(f"{where}: no _target_ to build from (keys: {keys})")
+    check_targets(plain, where)
+    cls = resolve_target(plain["_target_"], where)
+    params = {k: v for k, v in plain.items() if not (k.startswith("_") and k.endswith("_"))}
+    params.update(kwargs)
     try:
-        return hydra.utils.instantiate(plain, _convert_="all", _recursive_=False, **kwargs)
-    except InstantiationException as e:
-        cause = e.__cause__ or e.__context__
-        if isinstance(cause, BenchError):
-            raise cause from None
-        raise BenchError(f"{where}: cannot build {plain['_target_']}: {cause or e}") from e
+        return cls(**params)
+    except BenchError:
+        raise
+    except TypeError as e:  # an unknown or missing key: name the component and its keys
+        accepted = [p for p in inspect.signature(cls).parameters if p not in ("self", "kwargs")]
+        raise BenchError(f"{where}: cannot build {plain['_target_']}: {e}; its keys are "
+                         f"{accepted}") from e
+    except Exception as e:
+        raise BenchError(f"{where}: cannot build {plain['_target_']}: {e}") from e
