@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from benchmark.errors import BenchError
 from benchmark.images import from_uint8, to_uint8
 
 log = logging.getLogger(__name__)
@@ -109,11 +110,31 @@ class ArtifactCache:
     IMAGE, ARRAY, RECORD, LOCK = ".png", ".npy", ".record.json", ".lock"
 
     def __init__(self, root: str | Path, lock: bool = True, stale_after: float = 300.0):
+        if root is None or not str(root).strip():
+            raise BenchError(f"cache_dir={root!r} is empty; expected a directory path (or unset "
+                             f"it to use $BENCH_CACHE or ~/.cache/bench)")
         self.root = Path(root).expanduser()
         self.locking = bool(lock)
         self.stale_after = float(stale_after)
         self._host = socket.gethostname()
         self._heartbeat = _Heartbeat(max(0.05, self.stale_after / 10))
+
+    def check(self, writable: bool = True) -> "ArtifactCache":
+        """Refuse a root that is a file, or (writable) one where entries cannot be written."""
+        where = f"cache directory {self.root} (cache_dir / BENCH_CACHE)"
+        if self.root.exists() and not self.root.is_dir():
+            raise BenchError(f"{where} is not a directory; point it at a directory")
+        if not writable:
+            return self
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / f".write-test.{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as e:
+            raise BenchError(f"{where} is not writable ({e.strerror}); choose a writable one "
+                             f"with cache_dir=PATH or BENCH_CACHE=PATH") from None
+        return self
 
     def path(self, stage: str, key: str, ext: str) -> Path:
         return self.root / stage / key[:2] / f"{key}{ext}"

@@ -68,10 +68,13 @@ def _write_status(outdir: Path, status: str, error: str | None = None,
 
 @hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")
 def run_app(cfg: DictConfig) -> None:
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     from benchmark.results import (
         config_fingerprint,
         format_summary,
         is_finished,
+        read_status,
         wait_for_live_run,
         write_job,
     )
@@ -91,12 +94,21 @@ def run_app(cfg: DictConfig) -> None:
         # re-running a sweep in its own directory: finished jobs stay as they are
         print(f"skipped (finished, same config): {outdir}")
         return
-    if cfg.get("notice"):
-        log.warning(cfg.notice)
+    clash = _other_run(read_status(outdir), fingerprint)
+    if clash:  # never overwrite another run's results or status
+        message = (f"{outdir} already holds {clash}; its results are kept. Choose another "
+                   f"directory (hydra.run.dir=... / hydra.sweep.dir=...)")
+        if multirun:
+            log.error("job refused: %s", message)
+            return
+        log.error(message)
+        sys.exit(1)
+    notice = _notice(cfg.get("notice"), hc.runtime.choices)
     try:
         _write_status(outdir, "running", fingerprint=fingerprint)
-        result = Job(cfg, labels).run()
-        summary = write_job(outdir, result, cfg)
+        with logging_redirect_tqdm():
+            result = Job(cfg, labels).run()
+        summary = write_job(outdir, result, cfg, notice)
     except Exception as e:
         message = str(e) if isinstance(e, BenchError) else traceback.format_exc()
         _write_status(outdir, "failed", message, fingerprint)
@@ -119,8 +131,42 @@ def run_app(cfg: DictConfig) -> None:
     if result.stats["unreadable"]:
         print(f"unreadable images skipped: {len(result.stats['unreadable'])} (see stats.json)")
     print(f"results: {outdir}/samples.csv, summary.csv, stats.json")
-    if cfg.get("notice"):
-        print(f"\nNOTE: {cfg.notice}")
+    if notice:
+        print(f"\nNOTE: {notice}")
+
+
+def _other_run(status: dict, fingerprint: str | None) -> str | None:
+    """What in a job directory's status says it belongs to another run, if anything."""
+    from benchmark.cache import _pid_alive
+
+    if not status:
+        return None
+    pid = int(status.get("pid") or -1)
+    live = (status.get("status") == "running" and pid != os.getpid()
+            and (status.get("host") != socket.gethostname() or _pid_alive(pid)))
+    if live:
+        return f"a running job (pid {pid} on {status.get('host')})"
+    if status.get("status") == "done" and status.get("fingerprint") != fingerprint:
+        return "the finished results of a job with another config"
+    return None
+
+
+def _notice(notice, choices) -> str | None:
+    """The experiment's notice, if it describes this job.
+
+    A notice is a string (always true) or `{text: ..., when: {group: [choices]}}`: printed
+    only when every named config group has one of the listed choices.
+    """
+    if not notice:
+        return None
+    if isinstance(notice, str):
+        return notice
+    when = notice.get("when") or {}
+    for group, allowed in when.items():
+        allowed = [allowed] if isinstance(allowed, str) else list(allowed)
+        if choices.get(group) not in allowed:
+            return None
+    return notice.get("text")
 
 
 def _describe(path: Path) -> str:
@@ -197,7 +243,7 @@ def cmd_grid(args: argparse.Namespace) -> None:
 def cmd_cache(args: argparse.Namespace) -> None:
     from benchmark.cache import ArtifactCache
 
-    cache = ArtifactCache(args.cache_dir or default_cache_dir())
+    cache = ArtifactCache(args.cache_dir or default_cache_dir()).check(writable=False)
     info = cache.info()
     if args.action == "info":
         print(f"cache: {cache.root}")
@@ -236,6 +282,13 @@ def cmd_weights(args: argparse.Namespace) -> None:
     print(text)
     if unusable:
         sys.exit(1)
+
+
+def _prepare_hydra() -> None:
+    """Config checks that must be in place before Hydra composes anything."""
+    from benchmark import safety
+
+    safety.install()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -307,6 +360,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"bench {__version__}")
         return
     if argv[0] == "run":
+        _prepare_hydra()
         sys.argv = ["bench"] + argv[1:]
         run_app()
         return
@@ -319,6 +373,7 @@ def main(argv: list[str] | None = None) -> None:
             os.environ["COMP_LINE"] = " ".join([words[0], *words[2:]])
             point = int(os.environ.get("COMP_POINT", len(line)))
             os.environ["COMP_POINT"] = str(max(0, point - 4))
+        _prepare_hydra()
         sys.argv = ["bench"] + argv
         run_app()
         return

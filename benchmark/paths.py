@@ -1,9 +1,19 @@
 """Where the config tree, the packaged data and the cache live."""
 
 import os
+import secrets
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 PACKAGE_DIR = Path(__file__).resolve().parent
+
+# `${run_id:}`: a short random part in every run and sweep directory (configs/hydra/bench.yaml),
+# so that two runs started in the same second never share one. Cached like Hydra's `now` (Hydra
+# copies the cache into each sweep job's config); registered on import, next to the config
+# tree, because every process that composes or resolves the tree (a SLURM job too) needs it.
+if not OmegaConf.has_resolver("run_id"):
+    OmegaConf.register_new_resolver("run_id", lambda: secrets.token_hex(3), use_cache=True)
 
 
 def config_dir() -> Path:

@@ -41,7 +41,7 @@ LABEL_COLUMNS = ["dataset", "defense", "transform", "generator"]
 FORMATS = ("csv", "md", "latex")
 AGGREGATES = ("mean", "std", "ci", "worst")
 DERIVED_PAIRS = {"drop": ("protection", "edit")}
-IMAGE_COLUMNS = ["image_id", "image", "stage", "key"]
+IMAGE_COLUMNS = ["image_id", "image", "stage", "key", "path"]  # path: the clean image's file
 SUMMARY_COLUMNS = GROUP_COLUMNS + ["mean", "std", "n", "ci95_low", "ci95_high"]
 SWEEP_COLUMNS = ["job", "status", "error"] + SUMMARY_COLUMNS
 
@@ -72,7 +72,8 @@ def summarize(samples: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out, columns=SUMMARY_COLUMNS)
 
 
-def write_job(outdir: str | Path, result: JobResult, cfg: DictConfig) -> pd.DataFrame:
+def write_job(outdir: str | Path, result: JobResult, cfg: DictConfig,
+              notice: str | None = None) -> pd.DataFrame:
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     samples = pd.DataFrame(result.rows, columns=ROW_COLUMNS)
@@ -80,7 +81,7 @@ def write_job(outdir: str | Path, result: JobResult, cfg: DictConfig) -> pd.Data
     summary = summarize(samples)
     summary.to_csv(outdir / "summary.csv", index=False)
     pd.DataFrame(result.images, columns=IMAGE_COLUMNS).to_csv(outdir / "images.csv", index=False)
-    stats = {**result.stats, "labels": result.labels, "notice": cfg.get("notice")}
+    stats = {**result.stats, "labels": result.labels, "notice": notice}
     (outdir / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
     (outdir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     return summary

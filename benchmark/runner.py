@@ -66,6 +66,13 @@ ROW_COLUMNS = ["dataset", "image_id", "defense", "transform", "generator", "seed
                "metric", "value", "n"]
 
 
+def _integer(cfg: DictConfig, key: str, low: int, expected: str) -> int:
+    value = cfg.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise BenchError(f"{key}={value!r} is invalid; expected {expected}")
+    return value
+
+
 @dataclass
 class StageStats:
     computed: int = 0
@@ -117,10 +124,8 @@ class Job:
         unknown = [p for p in self.pairs if p not in PAIRS]
         if unknown or not self.pairs:
             raise BenchError(f"pairs={self.pairs}: unknown or empty; choose from {list(PAIRS)}")
-        self.seed = int(cfg.seed)
-        self.batch_size = int(cfg.batch_size)
-        if self.batch_size < 1:
-            raise BenchError(f"batch_size={self.batch_size}: expected an integer >= 1")
+        self.seed = _integer(cfg, "seed", 0, "an integer >= 0 (the global seed)")
+        self.batch_size = _integer(cfg, "batch_size", 1, "an integer >= 1")
         self.device = resolve_device(cfg.device)
         self.strict = bool(cfg.get("strict", False))
         self.progress = bool(cfg.get("progress", True))
@@ -135,9 +140,16 @@ class Job:
         self.generator = build(cfg.generator, "generator")
         self.defense = build(cfg.defense, "defense")
         self.metrics = {name: build(mcfg, f"metric.{name}") for name, mcfg in cfg.metric.items()}
+        skip_unavailable = bool(cfg.get("skip_unavailable_metrics", False))
         for name, metric in list(self.metrics.items()):
-            if not getattr(metric, "available", True):  # weights missing: warn once, no rows
-                log.warning("metric %s is unavailable, it writes no rows: %s", name,
+            if not getattr(metric, "available", True):
+                if not skip_unavailable:
+                    raise BenchError(
+                        f"metric.{name} is unavailable: {metric.unavailable_reason}\n(provide "
+                        f"what it needs, drop it from metric=[...], or run with "
+                        f"skip_unavailable_metrics=true to go on without its rows)")
+                log.warning("metric %s is unavailable, it writes no rows "
+                            "(skip_unavailable_metrics=true): %s", name,
                             metric.unavailable_reason)
                 del self.metrics[name]
                 continue
@@ -153,6 +165,7 @@ class Job:
         self.labels = {"dataset": type(self.dataset).name, "defense": self.defense.name,
                        "transform": self.transform.name, "generator": self.generator.name,
                        **(labels or {})}
+        self.cache.check()  # last: a bad component value must not leave a cache directory
         self.stats: dict[str, StageStats] = defaultdict(StageStats)
         self.unreadable: list[str] = []
         self._stage_of: dict[str, str] = {}  # cache key -> the stage directory that holds it
@@ -279,8 +292,8 @@ class Job:
     # -- the job --------------------------------------------------------------------------------
 
     def _batches(self):
-        """(image ids, clean images, their dataset masks or None) per batch."""
-        ids, xs, masks = [], [], []
+        """(image ids, clean images, their dataset masks or None, their files) per batch."""
+        ids, xs, masks, paths = [], [], [], []
         for index in range(len(self.dataset)):
             try:
                 sample = (self.dataset.load(index, with_mask=True) if self.uses_masks
@@ -294,11 +307,12 @@ class Job:
             ids.append(sample.image_id)
             xs.append(sample.x)
             masks.append(sample.mask)
+            paths.append(str(sample.path))
             if len(ids) == self.batch_size:
-                yield ids, torch.stack(xs), torch.stack(masks) if self.uses_masks else None
-                ids, xs, masks = [], [], []
+                yield ids, torch.stack(xs), torch.stack(masks) if self.uses_masks else None, paths
+                ids, xs, masks, paths = [], [], [], []
         if ids:
-            yield ids, torch.stack(xs), torch.stack(masks) if self.uses_masks else None
+            yield ids, torch.stack(xs), torch.stack(masks) if self.uses_masks else None, paths
 
     def job_key(self) -> str:
         """Identity of the whole job: configs, versions and the dataset files' stat."""
@@ -309,8 +323,12 @@ class Job:
         versions.update({f"metric.{n}": m.version for n, m in self.metrics.items()})
         files = []
         for p in self.dataset.paths:
-            st = p.stat()
-            files.append([str(p), st.st_size, st.st_mtime_ns])
+            try:
+                st = p.stat()
+                files.append([str(p), st.st_size, st.st_mtime_ns])
+            except OSError:  # a dangling link: unreadable, counted by the job
+                files.append([str(p), None, None])
+                continue
             if getattr(self.dataset, "masks", None) is not None:  # its mask file(s) too
                 for m in self.dataset.mask_files(p):
                     mst = m.stat()
@@ -358,7 +376,7 @@ class Job:
         set_inputs: dict[tuple[str, str], tuple[list, list]] = defaultdict(lambda: ([], []))
         image_ids: list[str] = []
         images: list[dict] = []
-        for ids, x, masks in self._batches():
+        for ids, x, masks, paths in self._batches():
             batch = _Batch(ids, {"x": x}, {"x": [content_key(xi) for xi in x]}, masks,
                            None if masks is None else [content_key(m) for m in masks])
             if self.uses_attributes:
@@ -372,8 +390,8 @@ class Job:
                 if stage in self._bars:
                     self._bars[stage].update(len(ids))
             for name in ["x", *needed]:
-                images += [{"image_id": i, "image": name, "stage": self._stage_of[k], "key": k}
-                           for i, k in zip(ids, batch.keys[name])]
+                images += [{"image_id": i, "image": name, "stage": self._stage_of[k], "key": k,
+                            "path": path} for i, k, path in zip(ids, batch.keys[name], paths)]
             for metric_name, metric in self.metrics.items():
                 for pair in metric_pairs:
                     a_name, b_name = PAIRS[pair]
@@ -388,6 +406,12 @@ class Job:
                         per_sample[(metric_name, pair)].append(metric.update(a, b).double().cpu())
         for bar in self._bars.values():
             bar.close()
+        small = getattr(self.dataset, "undersized", {})
+        if small:
+            shown = ", ".join(f"{p.name} ({side} px)" for p, side in list(small.items())[:5])
+            log.warning("%d image(s) have a crop smaller than dataset.min_size=%d px and were "
+                        "upscaled to %d px: %s%s", len(small), self.dataset.min_size,
+                        self.dataset.resolution, shown, ", ..." if len(small) > 5 else "")
         if not image_ids:
             raise BenchError(f"dataset: no readable images ({len(self.unreadable)} unreadable)")
 

@@ -261,10 +261,17 @@ def test_bench_run_writes_arcface_ism_rows_apart_from_dlib_embeddings(workdir):
     assert len(fidelity) == 3 and (fidelity.value_dlib != fidelity.value_arc).all()
 
 
-def test_bench_run_without_arcface_weights_warns_once_and_writes_no_ism_rows(workdir):
+def test_bench_run_without_arcface_weights_stops_or_with_the_opt_in_warns_once(workdir):
     missing = workdir / "weights" / "backbone.pth"
+    refused = bench("run", *RUN, "metric=[psnr,ism,fdfr]", "metric.ism.backbone=arcface",
+                    f"metric.ism.weights={missing}", "hydra.run.dir=refused", cwd=workdir,
+                    check=False)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert str(missing) in refused.stderr and "skip_unavailable_metrics=true" in refused.stderr
+    assert not (workdir / "refused" / "samples.csv").exists()
     proc = bench("run", *RUN, "metric=[psnr,ism,fdfr]", "metric.ism.backbone=arcface",
-                 f"metric.ism.weights={missing}", "hydra.run.dir=out", cwd=workdir)
+                 f"metric.ism.weights={missing}", "hydra.run.dir=out",
+                 "skip_unavailable_metrics=true", cwd=workdir)
     samples = pd.read_csv(workdir / "out" / "samples.csv", dtype={"image_id": str})
     assert "ism" not in set(samples.metric)  # never a made-up number
     assert (samples.metric == "psnr").sum() == 6 and (samples.metric == "fdfr").sum() == 6

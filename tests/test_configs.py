@@ -30,7 +30,7 @@ def test_root_config_is_the_offline_default():
     assert cfg.transform._target_.endswith("JpegCompression")
     assert cfg.generator._target_.endswith("NoGenerator")
     assert set(cfg.metric) == {"psnr", "ssim", "fid", "latent_shift"}
-    assert "SURROGATE" in cfg.notice
+    assert "SURROGATE" in cfg.notice.text
 
 
 @pytest.mark.parametrize("group", GROUPS)
@@ -45,7 +45,7 @@ def test_every_option_composes(group):
 
 def test_overriding_a_group_keeps_the_offline_preset():
     cfg = compose_with(["defense=noise"])
-    assert cfg.dataset.resolution == 256 and "SURROGATE" in cfg.notice
+    assert cfg.dataset.resolution == 256 and "SURROGATE" in cfg.notice.text
     assert "iterations" not in cfg.defense  # the scale-down applies to photoguard only
     real = compose_with(["experiment=sd15"])
     assert real.defense.iterations == 1000 and real.dataset.resolution == 512

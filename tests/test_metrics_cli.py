@@ -9,7 +9,7 @@ def test_offline_default_writes_every_offline_metric_and_no_rows_for_unavailable
     monkeypatch.setenv("TORCH_HOME", str(workdir / "torch"))  # no LPIPS backbone there
     proc = bench("run", *TINY, "dataset.resolution=128", "defense.iterations=2", "device=cpu",
                  "metric=[psnr,ssim,fid,kid,ism,fdfr,lpips,clip_score]", "hydra.run.dir=out",
-                 cwd=workdir)
+                 "skip_unavailable_metrics=true", cwd=workdir)
     samples = pd.read_csv(workdir / "out" / "samples.csv", dtype={"image_id": str})
     pairs = {"fidelity", "invisibility"}
     for metric in ("psnr", "ssim", "ism", "fdfr"):

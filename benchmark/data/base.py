@@ -48,9 +48,13 @@ class ImageDataset:
     name = "images"
 
     def __init__(self, resolution: int = 512, limit: int | None = None,
-                 masks: str | None = None, attributes: str | None = None):
+                 masks: str | None = None, min_size: int | None = None,
+                 attributes: str | None = None):
         check(self.name, "resolution", resolution, isinstance(resolution, int) and resolution >= 8,
               "an integer >= 8 (pixels of the square side)")
+        check(self.name, "min_size", min_size,
+              min_size is None or (isinstance(min_size, int) and min_size >= 1),
+              "null (= resolution) or an integer >= 1 (pixels of the crop's side)")
         check(self.name, "limit", limit, limit is None or (isinstance(limit, int) and limit >= 1),
               "null or an integer >= 1")
         check(self.name, "masks", masks,
@@ -60,6 +64,10 @@ class ImageDataset:
         self.resolution = resolution
         self.limit = limit
         self.masks = Path(masks).expanduser() if masks is not None else None
+        self.min_size = resolution if min_size is None else min_size
+        # crops smaller than min_size, upscaled to the resolution: path -> crop side (a job
+        # warns once about them)
+        self.undersized: dict[Path, int] = {}
         self.root: Path | None = None
         self.paths: list[Path] = []
         self._mask_files: dict[Path, dict[str, list[Path]]] = {}
@@ -68,6 +76,15 @@ class ImageDataset:
         self.attribute_table = AttributeTable(attributes) if attributes else None
 
     def _finish(self, paths: list[Path]) -> None:
+        by_id = defaultdict(list)
+        for p in paths:
+            by_id[self.image_id(p)].append(p)
+        clashes = [ps for ps in by_id.values() if len(ps) > 1]
+        if clashes:  # their rows would be averaged together in per-image tables
+            shown = "; ".join(" and ".join(map(str, ps)) for ps in clashes[:5])
+            raise BenchError(f"{self.name}: {len(clashes)} image id(s) name several files (an id "
+                             f"is the path without its extension): {shown}; keep one file per "
+                             f"name or move one into another folder")
         self.paths = paths[: self.limit] if self.limit else paths
 
     def __len__(self) -> int:
@@ -91,6 +108,8 @@ class ImageDataset:
         path = self.paths[index]
         img = read_image(path)
         box = self.crop_box(path, img)
+        if box[2] - box[0] < self.min_size:
+            self.undersized[path] = box[2] - box[0]
         mask = self._load_mask(path, img.size, box) if with_mask else None
         img = self._fit(img.crop(box))
         return Sample(self.image_id(path), path, from_pil(img), mask)

@@ -9,15 +9,21 @@ from benchmark.errors import BenchError
 class FolderDataset(ImageDataset):
     name = "folder"
 
-    def __init__(self, root: str, resolution: int = 512, limit: int | None = None,
+    def __init__(self, root: str | None = None, resolution: int = 512, limit: int | None = None,
                  extensions: list[str] | tuple[str, ...] = IMAGE_EXTENSIONS,
-                 masks: str | None = None, attributes: str | None = None):
-        super().__init__(resolution, limit, masks, attributes)
+                 masks: str | None = None, min_size: int | None = None,
+                 attributes: str | None = None):
+        super().__init__(resolution, limit, masks, min_size, attributes)
+        if root in (None, "", "???"):
+            raise BenchError("dataset=folder needs the images' folder: add dataset.root=/path/to/"
+                             "images (or set BENCH_DATA, which the paper presets read)")
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
             raise BenchError(f"dataset.root={root!r}: not a directory (set dataset.root=/path/to/images)")
         exts = {e.lower() for e in extensions}
-        paths = sorted(p for p in self.root.rglob("*") if p.is_file() and p.suffix.lower() in exts)
+        # A dangling link is kept: loading it fails and the job counts it as unreadable.
+        paths = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in exts
+                       and (p.is_file() or (p.is_symlink() and not p.exists())))
         if not paths:
             raise BenchError(f"dataset.root={root!r}: no image files with extensions {sorted(exts)}")
         self._finish(paths)

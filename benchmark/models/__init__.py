@@ -17,9 +17,25 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """`auto`, `cpu`, `cuda`, `cuda:N` or `mps`; a device this machine lacks is refused here,
+    before any work, instead of failing inside the first model call."""
+    from benchmark.errors import BenchError
+
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise BenchError(f"device={device!r} is invalid ({e}); expected auto, cpu, cuda, "
+                         f"cuda:N or mps") from None
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (resolved.index or 0) >= count:
+            raise BenchError(f"device={device!r}: this machine has {count} usable CUDA "
+                             f"device(s); use device=auto (GPU when there is one) or device=cpu")
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise BenchError(f"device={device!r}: MPS is not available here; use device=auto or cpu")
+    return resolved
 
 
 def shared(key: tuple, load: Callable[[], Any]) -> Any:
