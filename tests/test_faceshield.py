@@ -202,3 +202,20 @@ def test_bench_runs_faceshield_against_ip_adapter_end_to_end(workdir):
                  if r["pair"] == "invisibility" and r["metric"] == "psnr"]
     assert len(invisible) == 3 and all(20 < v < math.inf for v in invisible)
     assert any(r["pair"] == "edit" and r["metric"] == "ssim" for r in rows)
+
+
+def test_arcface_recogniser_loads_an_arcface_torch_checkpoint_and_passes_gradients(tmp_path):
+    from benchmark.defenses.faceshield import ArcFaceRecogniser
+    from benchmark.models.iresnet import IResNet
+
+    torch.manual_seed(0)
+    path = tmp_path / "backbone.pth"
+    torch.save(IResNet("r18").state_dict(), path)
+    recogniser = ArcFaceRecogniser(weights=str(path), arch="r18", device=CPU)
+    faces = torch.rand(2, 3, 112, 112, requires_grad=True)
+    features = recogniser(faces)
+    assert features.shape == (2, 512)
+    (grad,) = torch.autograd.grad(features.sum(), faces)
+    assert grad.abs().sum() > 0
+    with pytest.raises(ConfigValueError, match="r18"):
+        ArcFaceRecogniser(weights=str(path), arch="r50", device=CPU)
