@@ -36,7 +36,6 @@ def mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 class GanEditorDefense(Defense):
-    masks_option = ""
 
     def __init__(self, editor: dict, condition="all"):
         self.editor = build(editor, where=f"{self.name}.editor")
