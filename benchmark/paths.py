@@ -1,5 +1,6 @@
 """Where the config tree, the packaged data and the cache live."""
 
+import hashlib
 import os
 import secrets
 from pathlib import Path
@@ -14,6 +15,19 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 # tree, because every process that composes or resolves the tree (a SLURM job too) needs it.
 if not OmegaConf.has_resolver("run_id"):
     OmegaConf.register_new_resolver("run_id", lambda: secrets.token_hex(3), use_cache=True)
+
+
+def folder_name(text: str) -> str:
+    """`text` as one folder name: override values holding paths (dataset.root=/data/x) must not
+    make nested sweep folders, and a name stays under the 255-byte limit of filesystems."""
+    name = str(text).replace("/", "_").replace("\\", "_") or "_"
+    if len(name.encode()) > 200:
+        name = f"{name.encode()[:180].decode(errors='ignore')}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+    return name
+
+
+if not OmegaConf.has_resolver("folder_name"):
+    OmegaConf.register_new_resolver("folder_name", folder_name)
 
 
 def config_dir() -> Path:

@@ -50,7 +50,10 @@ def _base(label: str) -> str:
     return str(label).split("(", 1)[0]
 
 
-def _save(fig, out: str | Path, formats: tuple[str, ...]) -> list[Path]:
+def _save(fig, out: str | Path, formats: tuple[str, ...], name: str) -> list[Path]:
+    """Write `out`.<ext> for each format; an existing folder (or `DIR/`) gets `DIR/<name>`."""
+    if Path(out).is_dir() or str(out).endswith(("/", "\\")):
+        out = Path(out) / name
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     stem = out.with_suffix("") if out.suffix.lower() in (".png", ".pdf") else out
@@ -137,6 +140,7 @@ def robustness_curves(dirs: list, metric: str, pair: str, out: str | Path,
     for ax, family in zip(panels[0], families):
         rows = points[points["family"] == family]
         key = rows["key"].iloc[0]
+        key = key if isinstance(key, str) else None  # one strength only: no varying parameter
         for defense in defenses:
             mine = rows[rows["defense"] == defense]
             if mine.empty:
@@ -166,7 +170,7 @@ def robustness_curves(dirs: list, metric: str, pair: str, out: str | Path,
     fig.suptitle(f"{metric} on {pair} vs transformation strength (dotted: no transformation; "
                  "band: 95% CI)", fontsize=10)
     fig.tight_layout()
-    return _save(fig, out, formats)
+    return _save(fig, out, formats, "curves")
 
 
 def _transform_cost(job: Path) -> float:
@@ -255,7 +259,7 @@ def purifier_cost(dirs: list, metric: str, out: str | Path, pair: str = "fidelit
         ax.grid(axis="x", alpha=0.3)
     fig.suptitle(f"purification quality vs cost (protected images of: {defenses})", fontsize=10)
     fig.tight_layout()
-    return _save(fig, out, formats)
+    return _save(fig, out, formats, "purifier_cost")
 
 
 def _cache_root(job: Path, cache_dir: str | None) -> Path:
@@ -344,4 +348,4 @@ def qualitative_grid(dirs: list, out: str | Path, n: int = 3, rows: str = "defen
     height = fig.get_size_inches()[1]
     fig.suptitle(f"{fixed} = {fixed_value}, generator = {generator}", fontsize=10,
                  y=1 + 0.15 / height, va="bottom")
-    return _save(fig, out, ("png",))[0]
+    return _save(fig, out, ("png",), "grid")[0]

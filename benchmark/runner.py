@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from benchmark.build import build
 from benchmark.cache import ArtifactCache, cache_key
+from benchmark.defenses.pgd import iteration_progress
 from benchmark.errors import BenchError, UnreadableImageError
 from benchmark.images import content_key, derive_seed, release
 from benchmark.models import resolve_device
@@ -233,8 +234,17 @@ class Job:
             if attributed:
                 side["attributes"] = [batch.attributes[i] for i in indices]
             began = time.perf_counter()
+            bar = self._bars.get(stage)
+            if bar is not None and bar.n == 0:  # its rate counts from its own first work
+                bar.start_t = bar._time()
             if stage == "protect":
-                y = component.protect(x, miss_seeds, **side)
+                token = iteration_progress.set(self._iteration_reporter(bar, len(indices)))
+                try:
+                    y = component.protect(x, miss_seeds, **side)
+                finally:
+                    iteration_progress.reset(token)
+                    if bar is not None:
+                        bar.set_postfix_str("")
             elif stage == "transform":
                 y = component(x, miss_seeds, **side)
             else:
@@ -256,6 +266,19 @@ class Job:
         for k in keys:
             self._stage_of[k] = stage
         return torch.stack(outputs), keys
+
+    @staticmethod
+    def _iteration_reporter(bar: tqdm | None, images: int):
+        """Shows the attack's iteration on the protect bar, which moves once per batch."""
+        if bar is None or bar.disable:
+            return None
+
+        def report(i: int, iterations: int) -> None:
+            bar.set_postfix_str(f"{images} image(s) at iteration {i + 1}/{iterations}",
+                                refresh=False)
+            bar.refresh()
+
+        return report
 
     def _count(self, stage: str, total: int, computed: int, waited: int, start: float) -> None:
         stats = self.stats[stage]

@@ -140,3 +140,33 @@ def test_grid_rows_per_transform_and_missing_cache(sweep, tmp_path):
     with pytest.raises(BenchError, match="not in the cache"):
         qualitative_grid([sweep / "sweep"], tmp_path / "h.png", n=1,
                          cache_dir=str(tmp_path / "empty"))
+
+
+def test_grid_and_plots_into_a_folder(sweep, tmp_path):
+    folder = tmp_path / "figures"
+    folder.mkdir()
+    path = qualitative_grid([sweep / "sweep"], folder, n=1, where={"transform": ["identity"]},
+                            cache_dir=str(sweep / "cache"))
+    assert path == folder / "grid.png" and path.is_file()
+    paths = robustness_curves([sweep / "sweep"], "ssim", "fidelity", f"{tmp_path}/new/")
+    assert sorted(p.name for p in paths) == ["curves.pdf", "curves.png"]
+
+
+def test_a_family_with_one_strength_is_labelled_by_its_name(sweep, tmp_path):
+    import matplotlib.pyplot as plt
+
+    drawn = []
+    real = plt.Axes.set_xlabel
+    one = [d for d in (sweep / "sweep").iterdir() if d.name.endswith("_resize")][:1]
+    jpeg = [d for d in (sweep / "sweep").iterdir() if d.name.endswith("_jpeg")]
+
+    def spy(ax, label, *args, **kwargs):
+        drawn.append(label)
+        return real(ax, label, *args, **kwargs)
+
+    plt.Axes.set_xlabel = spy
+    try:
+        robustness_curves([*one, *jpeg], "ssim", "fidelity", tmp_path / "c")
+    finally:
+        plt.Axes.set_xlabel = real
+    assert "resize" in drawn and not any("nan" in label for label in drawn)

@@ -155,3 +155,12 @@ def test_surrogate_notice_is_printed_once_and_only_for_the_job_it_describes(work
     assert "SURROGATE" in json.loads((workdir / "default" / "stats.json").read_text())["notice"]
     proc = bench("run", *tiny, "defense=noise", "hydra.run.dir=noise", cwd=workdir)
     assert "SURROGATE" not in proc.stdout + proc.stderr
+
+
+def test_a_sweep_over_a_path_value_makes_one_folder_per_job(workdir):
+    root = faces(workdir / "data" / "faces", ["a.png"], size=40)
+    bench("run", "-m", *RUN, "dataset=folder", f"dataset.root={root}", "transform.quality=90,50",
+          "hydra.sweep.dir=sweep", cwd=workdir)
+    jobs = sorted(p.parent for p in (workdir / "sweep").rglob("status.json"))
+    assert len(jobs) == 2 and all(job.parent == workdir / "sweep" for job in jobs), jobs
+    assert "dataset.root=_" in jobs[0].name

@@ -135,8 +135,8 @@ RUN = ["defense=none", "transform=jpeg", "metric=[psnr]", "pairs=[fidelity]",
     ["+metric.x._target_=benchmark.results.pd.read_pickle",
      "+metric.x.filepath_or_buffer={payload}"],
     ["transform=chain",
-     "transform.steps=[{{_target_:benchmark.results.pd.read_pickle,"
-     "filepath_or_buffer:'{payload}'}}]"],
+     ("transform.steps=[{{_target_:benchmark.results.pd.read_pickle,"
+      "filepath_or_buffer:'{payload}'}}]")],
     ["+hydra.callbacks.x._target_=pandas.read_pickle",
      "+hydra.callbacks.x.filepath_or_buffer={payload}"],
     ["+hydra.job_logging.handlers.x.class=pandas.read_pickle",

@@ -36,6 +36,7 @@ seeds, so a protection is reproducible.
 
 import math
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 
 import torch
 
@@ -50,6 +51,12 @@ OPTIMIZERS = ("pgd", "adam")
 Loss = Callable[[torch.Tensor], torch.Tensor]
 EotTransform = Callable[[torch.Tensor, Sequence[int]], torch.Tensor]
 Filter = Callable[[torch.Tensor], torch.Tensor]
+
+
+# Set by the runner to a callable (iteration, iterations) -> None, so that a progress bar can
+# show where a long attack is inside one batch.
+iteration_progress: ContextVar[Callable[[int, int], None] | None] = ContextVar(
+    "iteration_progress", default=None)
 
 
 def _per_image(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -184,7 +191,10 @@ class PGD:
         moving = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
         adam = _Adam(x_adv) if self.optimizer == "adam" else None
         self.history = []
+        report = iteration_progress.get()
         for i in range(self.iterations):
+            if report is not None:
+                report(i, self.iterations)
             if on_step is not None:
                 on_step(i)
             grad, values = self._gradient(x_adv, loss, seeds, i, penalty)
