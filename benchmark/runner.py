@@ -235,6 +235,8 @@ class Job:
                 side["attributes"] = [batch.attributes[i] for i in indices]
             began = time.perf_counter()
             bar = self._bars.get(stage)
+            if bar is not None and bar.disable:
+                bar = None
             if bar is not None and bar.n == 0:  # its rate counts from its own first work
                 bar.start_t = bar._time()
             if stage == "protect":
@@ -270,7 +272,7 @@ class Job:
     @staticmethod
     def _iteration_reporter(bar: tqdm | None, images: int):
         """Shows the attack's iteration on the protect bar, which moves once per batch."""
-        if bar is None or bar.disable:
+        if bar is None:
             return None
 
         def report(i: int, iterations: int) -> None:
