@@ -187,3 +187,22 @@ def test_penalty_sees_the_untransformed_image_and_on_step_every_iteration():
     assert steps == [0, 1, 2]
     assert all(torch.equal(s, x) or s[..., 0] > 0.5 for s in seen)  # never the flipped image
     assert x_adv[..., 0] > 0.5 and abs(x_adv[..., 1].item() - 0.5) <= 2 / 255 + 1e-6
+
+
+def test_maximize_keeps_the_penalty_small():
+    """maximize ascends loss - penalty: the penalised pixel stays put while the loss rises."""
+    x = torch.full((1, 1, 1, 2), 0.5)
+
+    def brightness(z):
+        return z.flatten(1).sum(1)
+
+    def penalty(z):
+        return 10 * (z[..., 1] - 0.5).abs().flatten()
+
+    pgd = PGD(eps=20, step=2, iterations=4, random_start=False)
+    x_adv = pgd.maximize(x, brightness, [0], penalty=penalty)
+    assert x_adv[..., 0] > 0.5 + 7 / 255  # the free pixel climbed
+    assert abs(x_adv[..., 1].item() - 0.5) <= 2 / 255 + 1e-6  # the penalised one did not run off
+    final = (brightness(x_adv) - penalty(x_adv)).item()
+    assert final > brightness(x).item()
+    assert pgd.history[0] == pytest.approx(brightness(x).item())  # history holds loss - penalty

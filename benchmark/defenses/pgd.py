@@ -20,8 +20,10 @@ One loop, configured by:
 - `early_stop`: an image whose loss reaches this value stops moving; the loop
   ends when every image has.
 - `mask` (per call): pixels where the mask is 0 are never changed.
-- `penalty` (per call): a term added to the loss on the untransformed image
-  (EditShield's perceptual constraint next to its EOT objective).
+- `penalty` (per call): a cost on the untransformed image (EditShield's
+  perceptual constraint next to its EOT objective); `minimize` minimises
+  loss + penalty and `maximize` maximises loss - penalty, so the penalty is
+  always kept small.
 - `on_step` (per call): called with the iteration index before each step, for
   objectives whose terms switch on during the run (FaceLock).
 - `step_filter`, `delta_filter` (per call): reshape each step (the signed
@@ -230,9 +232,8 @@ class PGD:
         """Maximise `loss(x_adv) - penalty(x_adv)`; `early_stop` is then the value to reach."""
         threshold = self.early_stop
         self.early_stop = None if threshold is None else -threshold
-        negated = None if penalty is None else (lambda v: -penalty(v))
-        try:
-            return self.minimize(x, lambda v: -loss(v), seeds, mask, negated, on_step,
+        try:  # minimising -loss + penalty is maximising loss - penalty
+            return self.minimize(x, lambda v: -loss(v), seeds, mask, penalty, on_step,
                                  step_filter, delta_filter)
         finally:
             self.early_stop = threshold
