@@ -1,10 +1,13 @@
 """Inpainting masks of the defenses: the face rule of sd_inpaint, DiffusionGuard's contour shrink."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
+from scipy.ndimage import gaussian_filter
 
-from benchmark.defenses.masks import FaceMask, shrink_region
+from benchmark.defenses.masks import FaceMask, contour_radius, shrink_region, smooth_offsets
 from benchmark.errors import ConfigValueError
 
 
@@ -26,12 +29,45 @@ def test_shrink_stays_inside_the_region_and_is_seeded():
     assert not shrink_region(np.zeros((8, 8), bool), np.random.default_rng(0)).any()
 
 
-def test_shrink_keeps_a_smooth_contour_on_a_box():
-    """Every contour point moves (CHAIN_APPROX_NONE), so a box turns into a random blob."""
-    k = shrink_region(square(128, 32, 96), np.random.default_rng(3), strength=1.1)
-    rows = k.any(1).nonzero()[0]
-    widths = [k[r].sum() for r in rows]
-    assert len(set(widths)) > 3  # not a rectangle any more
+class RecordingRng:
+    """A seeded generator that draws the largest distance d = r and records each offset draw."""
+
+    def __init__(self, seed=0):
+        self.rng, self.calls, self.offset_draws = np.random.default_rng(seed), 0, []
+
+    def uniform(self, low, high):
+        self.calls += 1
+        return high if self.calls == 1 else self.rng.uniform(low, high)
+
+    def integers(self, low, high, size):
+        self.offset_draws.append((low, high, size))
+        return self.rng.integers(low, high, size=size)
+
+
+def test_shrink_reach_and_contour_points_are_diffusionguards():
+    """Reach int(r * strength) with r = sqrt(pi A / 2); a box's contour is its 4 corners
+    (CHAIN_APPROX_SIMPLE), not its every boundary pixel."""
+    region = square(128, 32, 96)
+    rng = RecordingRng()
+    shrink_region(region, rng, strength=1.1)
+    # choi403/DiffusionGuard get_mask_radius_list: white values of the 512 px RGB mask / (6 / pi)
+    rgb = np.zeros((512, 512, 3), np.uint8)
+    rgb[:128, :128][region] = 255
+    reference_radius = ((rgb > 128).sum() / (3 * 2 / math.pi)) ** 0.5
+    assert contour_radius(region) == pytest.approx(reference_radius)
+    low, high, size = rng.offset_draws[0]
+    assert (low, high) == (-int(reference_radius * 1.1), int(reference_radius * 1.1) + 1)
+    assert size == (4, 2)
+
+
+def test_offsets_are_smoothed_as_scipys_gaussian_filter_on_integers():
+    """The reference filters integer offsets with scipy's defaults: reflect at the ends,
+    an integer result."""
+    offsets = np.random.default_rng(5).integers(-9, 10, size=(40, 2))
+    ours = smooth_offsets(offsets, 3.0)
+    for axis in range(2):
+        assert np.array_equal(ours[:, axis], gaussian_filter(offsets[:, axis], sigma=3.0))
+    assert ours.dtype.kind == "i"
 
 
 def test_face_mask_regions(portraits64):

@@ -18,7 +18,11 @@ constant step, no random start, 4 inference steps (T_1 their first), one noise
 batch per image, one gradient sample, mask augmentation `contour_shrink` with
 strength 1.1, smoothness 0.1 and up to 15 rounds, SD inpainting. The face
 region comes from the detector (benchmark/defenses/masks.py: the `sd_inpaint`
-generator's rule); the radius of the region is that of the disc of equal area.
+generator's rule). The shrink follows utils/mask_generation.py and
+utils/utils.py there (benchmark/defenses/masks.py `shrink_region`): region
+radius sqrt(pi * A / 2) (`get_mask_radius_list`), contour points as OpenCV's
+CHAIN_APPROX_SIMPLE keeps them, offsets smoothed by scipy's Gaussian with
+reflecting ends and truncated to integers.
 """
 
 from collections.abc import Sequence
@@ -44,6 +48,7 @@ AUGMENTATIONS = ("contour_shrink", "fixed")
 
 class DiffusionGuard(DiffusionDefense):
     name = "diffusionguard"
+    version = "2"  # 2: the reference's mask shrink (radius, contour points, smoothing)
 
     def __init__(self, model: str = "stable-diffusion-v1-5/stable-diffusion-inpainting",
                  eps: float = 8.0, step: float = 0.5, iterations: int = 800,

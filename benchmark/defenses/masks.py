@@ -65,26 +65,52 @@ class FaceMask:
         return (inside if self.region == "face" else 1 - inside).to(x.device)
 
 
+def contour_radius(region: np.ndarray) -> float:
+    """DiffusionGuard's size of a region, sqrt(pi * A / 2) for an area of A pixels.
+
+    choi403/DiffusionGuard utils/utils.py `get_mask_radius_list` divides the count of
+    white values of the RGB mask (3 per pixel, at 512 px) by 3 * 2 / pi; per pixel
+    that is A * pi / 2, about 2.2 times the radius of the disc of equal area.
+    """
+    return math.sqrt(math.pi * float(region.sum()) / 2)
+
+
+def smooth_offsets(offsets: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian smoothing of integer offsets along the contour, as DiffusionGuard runs it.
+
+    scipy's `gaussian_filter` on its integer offsets: boundary mode `reflect` (scipy's
+    default; a contour's two ends are not joined) and an integer result, the
+    filtered value truncated toward zero.
+    """
+    from scipy.ndimage import gaussian_filter1d
+
+    smoothed = gaussian_filter1d(offsets.astype(np.float64), sigma, axis=0, mode="reflect")
+    return np.trunc(smoothed).astype(np.int64)
+
+
 def shrink_region(region: np.ndarray, rng: np.random.Generator, strength: float = 1.1,
                   smoothness: float = 0.1, max_rounds: int = 15) -> np.ndarray:
     """DiffusionGuard's contour shrink: a random, smooth shrinking of a binary region.
 
-    The region's radius r is that of the disc of equal area. A distance d ~ U(0, r)
-    sets the largest point offset, int(d * strength) pixels; for a random number of
-    rounds in [1, max_rounds), every point of the region's outer contour moves by
-    independent integer offsets in that range, smoothed along the contour by a
-    Gaussian of sigma r * smoothness; a point that leaves the current region is put
-    back on the nearest contour point, so the region can only shrink; the moved
-    contour is filled. Returns the new region (bool, same shape).
+    Reference: choi403/DiffusionGuard utils/mask_generation.py
+    (`random_contour_perturbation`, `get_mask` mode contour_shrink). The region's
+    radius r is `contour_radius`. A distance d ~ U(0, r) sets the largest point
+    offset, int(d * strength) pixels; for a random number of rounds in
+    [1, max_rounds), the points of the region's largest outer contour as OpenCV
+    stores it with CHAIN_APPROX_SIMPLE (corners and segment ends only: a box has
+    4) move by independent integer offsets in that range, smoothed along the
+    contour by `smooth_offsets` with sigma r * smoothness; a point that leaves the
+    current region is put back on the nearest contour point; the moved contour is
+    filled. Returns the new region (bool, same shape). One deliberate difference:
+    the filled polygon is cut to the original region, so a concave region cannot
+    grow (the reference does not cut it).
     """
     import cv2
-    from scipy.ndimage import gaussian_filter1d
 
     region = region.astype(bool)
-    area = int(region.sum())
-    if area == 0:
+    if not region.any():
         return region
-    radius = math.sqrt(area / math.pi)
+    radius = contour_radius(region)
     reach = int(rng.uniform(0, radius) * strength)
     sigma = max(radius * smoothness, 1e-3)
     rounds = int(rng.uniform(1, max_rounds))
@@ -92,13 +118,12 @@ def shrink_region(region: np.ndarray, rng: np.random.Generator, strength: float 
     height, width = region.shape
     for _ in range(rounds):
         contours, _ = cv2.findContours(current.astype(np.uint8), cv2.RETR_EXTERNAL,
-                                       cv2.CHAIN_APPROX_NONE)
+                                       cv2.CHAIN_APPROX_SIMPLE)
         if not contours:
             break
-        contour = max(contours, key=cv2.contourArea).reshape(-1, 2)
-        offsets = rng.integers(-reach, reach + 1, size=contour.shape).astype(np.float64)
-        offsets = gaussian_filter1d(offsets, sigma, axis=0, mode="wrap")
-        moved = np.rint(contour + offsets).astype(np.int64)
+        contour = max(contours, key=cv2.contourArea).reshape(-1, 2).astype(np.int64)
+        offsets = rng.integers(-reach, reach + 1, size=contour.shape)
+        moved = contour + smooth_offsets(offsets, sigma)
         moved[:, 0] = moved[:, 0].clip(0, width - 1)
         moved[:, 1] = moved[:, 1].clip(0, height - 1)
         outside = ~current[moved[:, 1], moved[:, 0]]
