@@ -309,6 +309,8 @@ def qualitative_grid(dirs: list, out: str | Path, n: int = 3, rows: str = "defen
         job = Path(row["job"])
         root = _cache_root(job, cache_dir)
         table = pd.read_csv(job / "images.csv", dtype={"image_id": str})
+        if "generator" in table and table["generator"].nunique() > 1:  # target=all: the first
+            table = table[table["generator"] == table["generator"].dropna().iloc[0]]
         for image_id in list(dict.fromkeys(table["image_id"]))[:n]:
             mine = table[table["image_id"] == image_id].set_index("image")
             images = []

@@ -41,7 +41,8 @@ LABEL_COLUMNS = ["dataset", "defense", "transform", "generator"]
 FORMATS = ("csv", "md", "latex")
 AGGREGATES = ("mean", "std", "ci", "worst")
 DERIVED_PAIRS = {"drop": ("protection", "edit")}
-IMAGE_COLUMNS = ["image_id", "image", "stage", "key", "path"]  # path: the clean image's file
+# path: the clean image's file; generator: the edit's label (several with generator.target=all)
+IMAGE_COLUMNS = ["image_id", "image", "stage", "key", "path", "generator"]
 SUMMARY_COLUMNS = GROUP_COLUMNS + ["mean", "std", "n", "ci95_low", "ci95_high"]
 SWEEP_COLUMNS = ["job", "status", "error"] + SUMMARY_COLUMNS
 
@@ -88,7 +89,10 @@ def write_job(outdir: str | Path, result: JobResult, cfg: DictConfig,
 
 
 def format_summary(summary: pd.DataFrame) -> str:
-    view = summary[["pair", "metric", "mean", "std", "n", "ci95_low", "ci95_high"]].copy()
+    columns = ["pair", "metric", "mean", "std", "n", "ci95_low", "ci95_high"]
+    if summary["generator"].nunique() > 1:  # one job, several edits (generator.target=all)
+        columns.insert(0, "generator")
+    view = summary[columns].copy()
     view["95% CI"] = [
         "" if not math.isfinite(lo) else f"[{lo:.4g}, {hi:.4g}]"
         for lo, hi in zip(view.pop("ci95_low"), view.pop("ci95_high"))

@@ -16,6 +16,10 @@ the mask's content joins that item's cache key; the job checks at its start that
 every image has its mask. Likewise a component whose `needs_attributes` is true (the
 GAN attribute editors and the defenses that attack them) gets each clean image's row of
 `dataset.attributes` as `attributes=` (a list of {name: 0 or 1}), part of its cache key.
+And a component whose `needs_audio` is true (the talking-head generator, Silencer-I) gets each
+clean image's clip of `dataset.audio` as `audio=` (benchmark.data.audio), its content in the key;
+a generator that makes videos returns them as film strips and the metrics score them frame by
+frame (benchmark.video).
 """
 
 import json
@@ -36,6 +40,7 @@ from benchmark.defenses.pgd import iteration_progress
 from benchmark.errors import BenchError, UnreadableImageError
 from benchmark.images import content_key, derive_seed, release
 from benchmark.models import resolve_device
+from benchmark.video import per_frame
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +77,15 @@ def _integer(cfg: DictConfig, key: str, low: int, expected: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise BenchError(f"{key}={value!r} is invalid; expected {expected}")
     return value
+
+
+def _variant_label(label: str, setting: str) -> str:
+    """`stargan(target=all)` with setting `target=[Male]` -> `stargan(target=[Male])`: the label
+    the same edit gets from a sweep over that setting."""
+    key = setting.split("=", 1)[0]
+    base, _, params = label.partition("(")
+    kept = [p for p in params.rstrip(")").split(",") if p and not p.startswith(f"{key}=")]
+    return f"{base}({','.join([*kept, setting])})"
 
 
 @dataclass
@@ -116,6 +130,7 @@ class _Batch:
     masks: torch.Tensor | None = None  # (N, 1, H, W) dataset masks, when a component uses them
     mask_keys: list[str] | None = None
     attributes: list[dict] | None = None  # each image's dataset attributes, when a component uses them
+    audio: list | None = None  # each image's dataset audio clip, when a component uses it
 
 
 class Job:
@@ -161,6 +176,8 @@ class Job:
                            "generate": self.generator}
         self.uses_masks = self._check_masks()
         self.uses_attributes = self._check_attributes()
+        self.uses_audio = self._check_audio()
+        self.metrics = per_frame(self.metrics, getattr(self.generator, "frames", 1))
         self.configs = {stage: OmegaConf.to_container(cfg[group], resolve=True)
                         for stage, group in STAGE_COMPONENT.items()}
         self.labels = {"dataset": type(self.dataset).name, "defense": self.defense.name,
@@ -209,6 +226,20 @@ class Job:
         table.check(self.dataset.paths)
         return True
 
+    def _check_audio(self) -> bool:
+        """Whether a component takes the dataset's audio; if so, each image must have a clip."""
+        users = [STAGE_COMPONENT[stage] for stage, c in self.components.items()
+                 if getattr(c, "needs_audio", False)]
+        if not users:
+            return False
+        if getattr(self.dataset, "audio", None) is None:
+            raise BenchError(f"{users[0]} animates each image with an audio clip, but "
+                             "dataset.audio is not set: add dataset.audio=/path/to/clip.wav (one "
+                             "for every image), a folder of <stem>.wav files, or 'sample' (the "
+                             "synthetic clip shipped with bench)")
+        self.dataset.check_audio()
+        return True
+
     def _run_stage(self, stage: str, inputs: torch.Tensor, input_keys: list[str],
                    clean_keys: list[str], batch: _Batch | None = None
                    ) -> tuple[torch.Tensor, list[str]]:
@@ -224,6 +255,9 @@ class Job:
         if attributed:  # the clean image's attributes change the edit: part of the item
             item_inputs = [ins + ["attributes:" + json.dumps(a, sort_keys=True)]
                            for ins, a in zip(item_inputs, batch.attributes)]
+        voiced = getattr(component, "needs_audio", False)
+        if voiced:  # the clean image's audio clip drives the video: part of the item
+            item_inputs = [ins + [f"audio:{a.key}"] for ins, a in zip(item_inputs, batch.audio)]
         keys = [cache_key(stage, self.configs[stage], component.version, ins, s)
                 for ins, s in zip(item_inputs, seeds)]
 
@@ -233,6 +267,8 @@ class Job:
             side = {"masks": batch.masks[indices].to(self.device)} if masked else {}
             if attributed:
                 side["attributes"] = [batch.attributes[i] for i in indices]
+            if voiced:
+                side["audio"] = [batch.audio[i] for i in indices]
             began = time.perf_counter()
             bar = self._bars.get(stage)
             if bar is not None and bar.disable:
@@ -358,6 +394,9 @@ class Job:
                 for m in self.dataset.mask_files(p):
                     mst = m.stat()
                     files[-1] += [str(m), mst.st_size, mst.st_mtime_ns]
+        for a in sorted(set(self.dataset.audio_files()) if self.uses_audio else []):
+            ast = a.stat()
+            files.append([str(a), ast.st_size, ast.st_mtime_ns])
         table = getattr(self.dataset, "attribute_table", None)
         if table is not None:
             ast = table.path.stat()
@@ -382,6 +421,16 @@ class Job:
                              {"config": OmegaConf.to_container(self.cfg, resolve=True)})
         return result
 
+    def _variants(self) -> list[tuple[str, object, dict]]:
+        """(generator label, generator, its config) per edit the job makes: one, or one per
+        target of a generator that edits several (StarGAN with target=all)."""
+        label = self.labels["generator"]
+        variants = self.generator.variants() if hasattr(self.generator, "variants") else None
+        if not variants:
+            return [(label, self.generator, self.configs["generate"])]
+        return [(_variant_label(label, suffix), generator, {**self.configs["generate"], **change})
+                for suffix, generator, change in variants]
+
     def _compute(self) -> JobResult:
         start = time.perf_counter()
         metric_pairs = list(self.pairs)
@@ -389,16 +438,21 @@ class Job:
             if metric.relative_to and metric.relative_to not in metric_pairs:
                 metric_pairs.append(metric.relative_to)
         needed = _needed_images(metric_pairs)
+        shared_images = [n for n in needed if RECIPES[n][0] != "generate"]
+        edits = [n for n in needed if RECIPES[n][0] == "generate"]
+        variants = self._variants()
+        original = (self.components["generate"], self.configs["generate"])
         per_stage = defaultdict(int)
         for name in needed:
-            per_stage[RECIPES[name][0]] += 1
+            per_stage[RECIPES[name][0]] += len(variants) if name in edits else 1
         n_images = len(self.dataset)
         for stage, count in per_stage.items():
             if not self.components[stage].is_identity:
                 self._bar(stage, count * n_images)
 
-        per_sample: dict[tuple[str, str], list[torch.Tensor]] = defaultdict(list)
-        set_inputs: dict[tuple[str, str], tuple[list, list]] = defaultdict(lambda: ([], []))
+        # per (generator label, metric, pair): per-image values, or set-level inputs
+        per_sample: dict[tuple, list[torch.Tensor]] = defaultdict(list)
+        set_inputs: dict[tuple, tuple[list, list]] = defaultdict(lambda: ([], []))
         image_ids: list[str] = []
         images: list[dict] = []
         for ids, x, masks, paths in self._batches():
@@ -406,29 +460,19 @@ class Job:
                            None if masks is None else [content_key(m) for m in masks])
             if self.uses_attributes:
                 batch.attributes = [self.dataset.attributes_of(i) for i in ids]
+            if self.uses_audio:
+                batch.audio = [self.dataset.audio_of(i) for i in ids]
             self._keep_clean(ids, x, batch.keys["x"])
             image_ids += ids
-            for name in needed:
-                stage, source = RECIPES[name]
-                batch.images[name], batch.keys[name] = self._run_stage(
-                    stage, batch.images[source], batch.keys[source], batch.keys["x"], batch)
-                if stage in self._bars:
-                    self._bars[stage].update(len(ids))
-            for name in ["x", *needed]:
-                images += [{"image_id": i, "image": name, "stage": self._stage_of[k], "key": k,
-                            "path": path} for i, k, path in zip(ids, batch.keys[name], paths)]
-            for metric_name, metric in self.metrics.items():
-                for pair in metric_pairs:
-                    a_name, b_name = PAIRS[pair]
-                    a, b = batch.images[a_name], batch.images[b_name]
-                    if metric.embedder is not None:
-                        a = self._embed(metric, a, batch.keys[a_name])
-                        b = self._embed(metric, b, batch.keys[b_name])
-                    if metric.set_level:
-                        set_inputs[(metric_name, pair)][0].append(a)
-                        set_inputs[(metric_name, pair)][1].append(b)
-                    else:
-                        per_sample[(metric_name, pair)].append(metric.update(a, b).double().cpu())
+            self._make(shared_images, batch)
+            for label, generator, config in variants:
+                self.components["generate"], self.configs["generate"] = generator, config
+                self._make(edits, batch)
+                for name in ["x", *needed] if label == variants[0][0] else edits:
+                    images += [{"image_id": i, "image": name, "stage": self._stage_of[k],
+                                "key": k, "path": path, "generator": label}
+                               for i, k, path in zip(ids, batch.keys[name], paths)]
+                self._score(label, metric_pairs, batch, per_sample, set_inputs)
         for bar in self._bars.values():
             bar.close()
         small = getattr(self.dataset, "undersized", {})
@@ -439,15 +483,55 @@ class Job:
                         self.dataset.resolution, shown, ", ..." if len(small) > 5 else "")
         if not image_ids:
             raise BenchError(f"dataset: no readable images ({len(self.unreadable)} unreadable)")
+        self.components["generate"], self.configs["generate"] = original
+        rows = [row for label, _, _ in variants
+                for row in self._rows(label, image_ids, per_sample, set_inputs)]
+        stats = {
+            "stages": {stage: asdict(s) for stage, s in self.stats.items()},
+            "images": len(image_ids),
+            "unreadable": self.unreadable,
+            "seconds": time.perf_counter() - start,
+            "device": str(self.device),
+        }
+        return JobResult(rows, stats, self.labels, images)
 
+    def _make(self, names: list[str], batch: _Batch) -> None:
+        """Run the stages that make `names` (dependencies first) for one batch."""
+        for name in names:
+            stage, source = RECIPES[name]
+            batch.images[name], batch.keys[name] = self._run_stage(
+                stage, batch.images[source], batch.keys[source], batch.keys["x"], batch)
+            if stage in self._bars:
+                self._bars[stage].update(len(batch.ids))
+
+    def _score(self, label: str, metric_pairs: list[str], batch: _Batch, per_sample: dict,
+               set_inputs: dict) -> None:
+        for metric_name, metric in self.metrics.items():
+            for pair in metric_pairs:
+                a_name, b_name = PAIRS[pair]
+                a, b = batch.images[a_name], batch.images[b_name]
+                if metric.embedder is not None:
+                    a = self._embed(metric, a, batch.keys[a_name])
+                    b = self._embed(metric, b, batch.keys[b_name])
+                if metric.set_level:
+                    set_inputs[(label, metric_name, pair)][0].append(a)
+                    set_inputs[(label, metric_name, pair)][1].append(b)
+                else:
+                    per_sample[(label, metric_name, pair)].append(
+                        metric.update(a, b).double().cpu())
+
+    def _rows(self, label: str, image_ids: list[str], per_sample: dict,
+              set_inputs: dict) -> list[dict]:
+        """The result rows of one generator label: per image, or one set-level row."""
         rows = []
-        base = {k: self.labels[k] for k in ("dataset", "defense", "transform", "generator")}
+        base = {k: self.labels[k] for k in ("dataset", "defense", "transform")}
+        base["generator"] = label
         for metric_name, metric in self.metrics.items():
             for pair in self.pairs:
                 if metric.relative_to == pair:
                     continue  # identically 1
                 if metric.set_level:
-                    a, b = set_inputs[(metric_name, pair)]
+                    a, b = set_inputs[(label, metric_name, pair)]
                     metric.reset()
                     metric.update(torch.cat(a), torch.cat(b))
                     value = metric.compute()
@@ -455,9 +539,9 @@ class Job:
                         rows.append({**base, "image_id": "*", "seed": self.seed, "pair": pair,
                                      "metric": metric_name, "value": value, "n": len(image_ids)})
                     continue
-                values = torch.cat(per_sample[(metric_name, pair)])
+                values = torch.cat(per_sample[(label, metric_name, pair)])
                 if metric.relative_to:
-                    denominator = torch.cat(per_sample[(metric_name, metric.relative_to)])
+                    denominator = torch.cat(per_sample[(label, metric_name, metric.relative_to)])
                     values = torch.where(denominator > 0, values / denominator, math.nan)
                 dropped = 0
                 for image_id, value in zip(image_ids, values.tolist()):
@@ -473,11 +557,4 @@ class Job:
                 elif dropped:  # NaN = no value for that image (e.g. no face found)
                     log.warning("%s on pair %s: no value for %d image(s)", metric_name, pair,
                                 dropped)
-        stats = {
-            "stages": {stage: asdict(s) for stage, s in self.stats.items()},
-            "images": len(image_ids),
-            "unreadable": self.unreadable,
-            "seconds": time.perf_counter() - start,
-            "device": str(self.device),
-        }
-        return JobResult(rows, stats, self.labels, images)
+        return rows

@@ -120,7 +120,7 @@ def test_stargan_seed_target_covers_every_attribute():
     assert chosen == set(editor.attributes)
 
 
-@pytest.mark.parametrize("key,value", [("target", ["Bald"]), ("target", "all"),
+@pytest.mark.parametrize("key,value", [("target", ["Bald"]), ("target", "every"),
                                        ("source", {"Bald": 1}), ("conv_dim", 0),
                                        ("resolution", 30)])
 def test_stargan_bad_values_are_refused(key, value):

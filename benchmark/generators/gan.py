@@ -11,8 +11,12 @@ source attributes for every image (`source: {Male: 1, Young: 1}`, absent names =
   (the same for its clean, protected and transformed versions); over a dataset
   every attribute is edited about equally often.
 - a list of attribute names, e.g. `[Blond_Hair]`: that edit for every image (several
-  names: all of them at once). One row label per target is a sweep:
-  `bench run -m 'generator.target=[Black_Hair],[Blond_Hair],[Brown_Hair],[Male],[Young]'`.
+  names: all of them at once).
+- `all`: one edit per attribute in one job, each with its own row label
+  (`stargan(target=[Male])`, the label a sweep over `generator.target` gives). The
+  defenses then attack all targets jointly (`condition: all`, one protected image per
+  photo, as a publisher who does not know the edit); the references' per-target
+  protection is the sweep `bench run -m 'generator.target=[Black_Hair],...,[Young]'`.
 
 Weights: `weights` is a local checkpoint file (read with torch.load(weights_only=True),
 or a `.safetensors` conversion), `owner/repo/path/in/repo` of a Hugging Face
@@ -26,6 +30,7 @@ as torchvision's Resize in the reference loaders) and mapped to [-1, 1] as the
 reference loaders' Normalize(0.5, 0.5) does; outputs are mapped back to [0, 1].
 """
 
+import copy
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
@@ -107,10 +112,10 @@ class GanEditor(Generator):
               "the non-empty list of attribute names the network was trained on")
         self.attributes = list(attributes)
         check(name, "target", target,
-              target == "seed" or (isinstance(target, (list, tuple)) and len(target) > 0
-                                   and all(t in self.attributes for t in target)),
-              f"'seed' or a list of names from {self.attributes} (one row per target: "
-              f"bench run -m 'generator.target=[{self.attributes[0]}],[{self.attributes[-1]}]')")
+              target in ("seed", "all") or (isinstance(target, (list, tuple)) and len(target) > 0
+                                            and all(t in self.attributes for t in target)),
+              f"'seed', 'all' (one edit per attribute, each its own row label) or a list of "
+              f"names from {self.attributes}")
         check(name, "source", source,
               source == "dataset" or (isinstance(source, dict) and all(
                   k in self.attributes and v in (0, 1) for k, v in source.items())),
@@ -119,7 +124,7 @@ class GanEditor(Generator):
         check(name, "max_batch", max_batch, isinstance(max_batch, int) and max_batch >= 1,
               "an integer >= 1")
         self.resolution = resolution
-        self.target = target if target == "seed" else list(target)
+        self.target = target if target in ("seed", "all") else list(target)
         self.source = source
         self.max_batch = max_batch
         self.device = resolve_device(device)
@@ -176,8 +181,23 @@ class GanEditor(Generator):
         """(n, K) network input that edits `names` relative to the source attributes."""
         raise NotImplementedError
 
+    def variants(self) -> list[tuple[str, "GanEditor", dict]] | None:
+        """target=all: one editor per attribute, as (label setting, editor, config change); the
+        runner makes each edit and labels its rows `<name>(target=[<attribute>])`."""
+        if self.target != "all":
+            return None
+        out = []
+        for attribute in self.attributes:
+            editor = copy.copy(self)
+            editor.target = [attribute]
+            out.append((f"target=[{attribute}]", editor, {"target": [attribute]}))
+        return out
+
     def edit_targets(self, seeds: Sequence[int]) -> list[list[str]]:
         """Per image, the attribute names its edit changes."""
+        if self.target == "all":
+            raise BenchError(f"{self.name}: target=all is a set of editors (variants()); the "
+                             f"runner edits with each of them")
         if self.target == "seed":
             return [[self.attributes[choose_index(s, len(self.attributes))]] for s in seeds]
         return [list(self.target)] * len(seeds)
