@@ -14,6 +14,7 @@ random network barely reacts to its input), far below the noise of one draw of
 objective is a deterministic function, and its improvement is exact.
 """
 
+import functools
 import warnings
 
 import pytest
@@ -291,6 +292,26 @@ def test_photoguard_diffusion_linf_variant_keeps_its_box(x):
     x_adv = d.protect(x, SEEDS)
     check_budget(x, x_adv, 12.75, region=1 - d.mask(x))
     assert (x_adv - x).abs().max() > 12 / 255
+
+
+def test_photoguard_diffusion_runs_ddim_with_eta_one_by_default(x, monkeypatch):
+    """The demo passes eta=1 to the inpainting checkpoint's scheduler, a DDIMScheduler;
+    the tiny model ships PNDM, so the default must not be 'the checkpoint's own'."""
+    from diffusers import DDIMScheduler
+
+    calls = []
+    step = DDIMScheduler.step
+
+    @functools.wraps(step)  # keeps the signature the defense inspects
+    def recording_step(self, *args, **kwargs):
+        calls.append((kwargs.get("eta"), kwargs.get("variance_noise") is not None))
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(DDIMScheduler, "step", recording_step)
+    d = PhotoGuardDiffusion(model="tiny/sd-inpaint", iterations=1, grad_samples=1, steps=2,
+                            checkpointing=False, device=CPU)
+    d.protect(x[:1], SEEDS[:1])
+    assert calls == [(1.0, True)] * 2
 
 
 def test_photoguard_diffusion_checkpointing_gives_the_same_gradient(x, frozen):

@@ -15,18 +15,26 @@ PGD against an image encoder E (the latent mean of the SD VAE for real runs).
   web photo, here the shipped pattern unless `target_image` names a file).
 
 Diffusion attack (`PhotoGuardDiffusion`): backpropagate through the inpainting
-pipeline, ||pipe(x_adv) - target||_2 minimised, the demo's complex attack: empty
-prompt, 4 denoising steps of the pipeline's own scheduler (PNDM for SD
-inpainting; `scheduler: ddim` uses DDIM with the demo's eta 1) and guidance 7.5
-from fresh latents, the
-gradient averaged over 10 repeats, 200 iterations, target 0 in [-1, 1] (grey),
-no random start, constant step; L2 (the demo's run: eps 16 -> 2040, step 1 ->
-127.5, per-image L2 norms in pixel units out of 255) or L-inf (its alternative:
-eps 0.1 -> 12.75, step 0.006 -> 0.765). Gradient checkpointing of every UNet
-call and of the decoder keeps the activations of one call at a time, so the
-attack fits a 80 GB GPU at 512 px.
+pipeline, ||pipe(x_adv) - target||_2 minimised, the demo's complex attack
+(notebooks/demo_complex_attack_inpainting.ipynb, `attack_forward`, `super_l2`,
+`super_linf`): empty prompt, 4 denoising steps of DDIM with eta 1 and guidance
+7.5 from fresh latents, 200 iterations, target 0 in [-1, 1] (grey), no random
+start, constant step. The demo passes eta=1 to the pipeline's own scheduler,
+and runwayml/stable-diffusion-inpainting ships DDIMScheduler (its
+model_index.json and scheduler/scheduler_config.json, diffusers 0.6.0:
+scaled-linear betas 0.00085..0.012, steps_offset 1, set_alpha_to_one false), so
+`scheduler: ddim` is the default and runs whatever the checkpoint ships;
+`scheduler: default` takes the checkpoint's own (eta is passed whenever that
+scheduler's step takes one). L2 (the demo's run: eps 16 -> 2040, step 1 ->
+127.5, per-image L2 norms in pixel units out of 255, the gradient averaged over
+`grad_reps=10` repeats) or L-inf (its commented alternative: eps 0.1 -> 12.75,
+step 0.006 -> 0.765, `super_linf`'s default of 5 repeats,
+configs/defense/photoguard_diffusion_linf.yaml). Gradient checkpointing of
+every UNet call and of the decoder keeps the activations of one call at a time,
+so the attack fits a 80 GB GPU at 512 px.
 """
 
+import inspect
 from collections.abc import Sequence
 
 import torch
@@ -112,11 +120,12 @@ class PhotoGuardEncoder(Defense):
 
 class PhotoGuardDiffusion(DiffusionDefense):
     name = "photoguard_diffusion"
+    version = "2"  # 2: DDIM with eta 1 by default (was the checkpoint's scheduler without eta)
 
     def __init__(self, model: str = "stable-diffusion-v1-5/stable-diffusion-inpainting",
                  norm: str = "l2", eps: float = 2040.0, step: float = 127.5,
                  iterations: int = 200, grad_samples: int = 10, random_start: bool = False,
-                 steps: int = 4, guidance: float = 7.5, scheduler: str = "default",
+                 steps: int = 4, guidance: float = 7.5, scheduler: str = "ddim",
                  eta: float = 1.0, prompt: str = "",
                  target: str = "zero", target_image: str | None = None,
                  mask: dict | None = None, checkpointing: bool = True, eot: list | None = None,
@@ -149,7 +158,7 @@ class PhotoGuardDiffusion(DiffusionDefense):
         """The inpainting pipeline's output in [0, 1], differentiable in x_adv."""
         scheduler = parts.make_scheduler(self.scheduler)
         scheduler.set_timesteps(self.steps)
-        stochastic = self.scheduler == "ddim"
+        stochastic = self.eta > 0 and "eta" in inspect.signature(scheduler.step).parameters
         n = len(x_adv)
         image_latent = encode(parts.vae, masked_image(x_adv, repaint), noise)
         small_mask = F.interpolate(repaint, size=image_latent.shape[-2:])
