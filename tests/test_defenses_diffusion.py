@@ -147,6 +147,7 @@ def test_mist_moves_its_fused_and_textural_objectives(x, frozen, flipped, mode):
         textural = (z - z_pattern).pow(2).flatten(1).sum(1)
         if mode == "textural":
             return textural
+        z = sd_latent(parts, v, s)  # the semantic term's own posterior sample, as Mist's code
         t = s.randint(1000)
         eps = s.randn_like(z)
         pred = parts.unet(noised(parts, z, eps, t), t, encoder_hidden_states=cond).sample
@@ -155,6 +156,25 @@ def test_mist_moves_its_fused_and_textural_objectives(x, frozen, flipped, mode):
     x_adv = d.protect(x, SEEDS)
     check_budget(x, x_adv, 16)
     check_improved(objective, x, x_adv, noise_like(x, x_adv), True, flipped)
+
+
+def test_mist_draws_one_posterior_sample_per_term(x, monkeypatch):
+    """psyker-team/mist encodes the image once for the textural and once for the semantic
+    loss: two independent samples of q(z | x_adv) per evaluation."""
+    import benchmark.defenses.mist as mist_module
+
+    samples, encode = [], mist_module.encode
+
+    def recording_encode(vae, v, noise=None, scaled=True):
+        z = encode(vae, v, noise, scaled)
+        samples.append(z.detach())
+        return z
+
+    monkeypatch.setattr(mist_module, "encode", recording_encode)
+    d = Mist(model="tiny/sd", iterations=1, device=CPU)
+    d.protect(x, SEEDS)
+    assert len(samples) == 2
+    assert not torch.allclose(samples[0], samples[1])  # two draws, not one sample reused
 
 
 # -- SDS(+), SDS(-), SDST ---------------------------------------------------------------------------
