@@ -9,6 +9,10 @@ binarised at 0.5, so it stays aligned with the image the editor sees.
 A dataset may also carry per-image attributes (`attributes`: a CelebA-format
 attribute file, read by benchmark.data.attributes), which GAN attribute editors
 edit relative to; `attributes_of(image_id)` gives an image's row.
+
+A dataset may carry one driving audio clip per image, or one for all (`audio`; see
+benchmark.data.audio), which talking-head generators animate the portrait with;
+`audio_of(image_id)` gives an image's clip.
 """
 
 from collections import defaultdict
@@ -20,6 +24,7 @@ import torch
 from PIL import Image
 
 from benchmark.data.attributes import AttributeTable
+from benchmark.data.audio import Audio, AudioSource
 from benchmark.errors import BenchError, check
 from benchmark.images import from_pil, read_image
 
@@ -49,7 +54,7 @@ class ImageDataset:
 
     def __init__(self, resolution: int = 512, limit: int | None = None,
                  masks: str | None = None, min_size: int | None = None,
-                 attributes: str | None = None):
+                 attributes: str | None = None, audio: str | None = None):
         check(self.name, "resolution", resolution, isinstance(resolution, int) and resolution >= 8,
               "an integer >= 8 (pixels of the square side)")
         check(self.name, "min_size", min_size,
@@ -74,6 +79,7 @@ class ImageDataset:
         check(self.name, "attributes", attributes, attributes is None or isinstance(attributes, str),
               "null or the path of a CelebA-format attribute file (list_attr_celeba.txt)")
         self.attribute_table = AttributeTable(attributes) if attributes else None
+        self.audio = AudioSource(audio, f"{self.name}.audio") if audio is not None else None
 
     def _finish(self, paths: list[Path]) -> None:
         by_id = defaultdict(list)
@@ -96,6 +102,24 @@ class ImageDataset:
             raise BenchError("dataset.attributes is not set")
         path = next(p for p in self.paths if self.image_id(p) == image_id)
         return self.attribute_table.lookup(path)
+
+    def audio_of(self, image_id: str) -> Audio:
+        """The driving audio clip of one image of this dataset (dataset.audio must be set)."""
+        if self.audio is None:
+            raise BenchError("dataset.audio is not set")
+        path = next(p for p in self.paths if self.image_id(p) == image_id)
+        return self.audio.load(self._relative(path))
+
+    def audio_files(self) -> list[Path]:
+        """The clip file of each image (one path repeated when one clip serves all)."""
+        return [] if self.audio is None else [self.audio.file_of(self._relative(p))
+                                              for p in self.paths]
+
+    def check_audio(self) -> None:
+        """Every image has its clip (file listings only: a job calls it before any model)."""
+        if self.audio is None:
+            raise BenchError("dataset.audio is not set")
+        self.audio.check([self._relative(p) for p in self.paths])
 
     def image_id(self, path: Path) -> str:
         return path.stem

@@ -220,3 +220,60 @@ def tiny_ip_adapter_weights(unet, image_embed_dim: int, adapter: str = "tiny/ip-
                 state["ip_adapter"][f"{key}.to_{part}_ip.weight"] = weight + noise
             key += 2
     return state
+
+
+# -- the talking-head stand-in (benchmark.models.talking_head) ----------------------------------
+
+TALKING_HEADS = ("tiny/talking-head",)  # an audio-conditioned latent denoiser for tiny/sd's VAE
+
+
+def tiny_talking_head_unet():
+    """The denoiser of tiny/talking-head: tiny/sd's UNet layout with 8 input channels (the
+    noisy latent and the portrait's latent, concatenated) and cross-attention to audio tokens."""
+    from diffusers import UNet2DConditionModel
+
+    with _seeded(30):
+        return UNet2DConditionModel(
+            in_channels=8, out_channels=4, layers_per_block=2, attention_head_dim=8,
+            sample_size=32, block_out_channels=(32, 64), cross_attention_dim=32,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D")).eval()
+
+
+class TinyAudioEncoder(torch.nn.Module):
+    """Audio tokens per video frame, shaped like Hallo's wav2vec + AudioProjModel path.
+
+    Stand-in for wav2vec (not offline): per video frame (16 kHz, 25 fps: 640 samples) the
+    log-magnitude spectrum of the Hann-windowed samples, averaged into `bands` bands; each
+    frame sees its neighbours within +-`window` frames (Hallo's process_audio_emb, clamped at
+    the ends); a random MLP (Linear-ReLU-Linear-ReLU-Linear-LayerNorm, AudioProjModel's
+    shape) maps that to `tokens` tokens of `dim` channels."""
+
+    def __init__(self, bands: int = 32, window: int = 2, hidden: int = 64, tokens: int = 4,
+                 dim: int = 32, samples_per_frame: int = 640):
+        super().__init__()
+        self.bands, self.window, self.tokens, self.dim = bands, window, tokens, dim
+        self.samples_per_frame = samples_per_frame
+        with _seeded(31):
+            self.proj = torch.nn.Sequential(
+                torch.nn.Linear((2 * window + 1) * bands, hidden), torch.nn.ReLU(),
+                torch.nn.Linear(hidden, hidden), torch.nn.ReLU(),
+                torch.nn.Linear(hidden, tokens * dim))
+            self.norm = torch.nn.LayerNorm(dim)
+        self.eval()
+
+    def features(self, samples: torch.Tensor, frames: int) -> torch.Tensor:
+        """(frames, bands) spectral features; a clip shorter than the video is zero-padded."""
+        need = frames * self.samples_per_frame
+        samples = torch.nn.functional.pad(samples.float(), (0, max(0, need - len(samples))))
+        chunks = samples[:need].view(frames, self.samples_per_frame)
+        hann = torch.hann_window(self.samples_per_frame, periodic=False)
+        spectrum = torch.fft.rfft(chunks * hann.to(chunks), dim=-1).abs().log1p()
+        return torch.nn.functional.adaptive_avg_pool1d(spectrum[:, None], self.bands)[:, 0]
+
+    def forward(self, samples: torch.Tensor, frames: int) -> torch.Tensor:
+        """(frames, tokens, dim) audio tokens of one clip at 16 kHz."""
+        feats = self.features(samples.to(next(self.parameters()).device), frames)
+        index = torch.arange(frames)[:, None] + torch.arange(-self.window, self.window + 1)
+        windows = feats[index.clamp(0, frames - 1)].flatten(1)
+        return self.norm(self.proj(windows).view(frames, self.tokens, self.dim))
