@@ -17,6 +17,7 @@ objective is a deterministic function, and its improvement is exact.
 import functools
 import warnings
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -24,7 +25,7 @@ import torch.nn.functional as F
 from benchmark.defenses import pgd as pgd_module
 from benchmark.defenses.advdm import AdvDM
 from benchmark.defenses.diffusionguard import DiffusionGuard
-from benchmark.defenses.editshield import EditShield
+from benchmark.defenses.editshield import DEFAULT_EOT, EditShield
 from benchmark.defenses.facelock import FaceLock, load_lpips
 from benchmark.defenses.latent_diffusion import NoiseStreams, embed_prompts
 from benchmark.defenses.mist import Mist, load_pattern
@@ -371,7 +372,7 @@ def test_diffusionguard_raises_the_first_step_noise_norm(x, frozen, flipped):
 
 
 def test_editshield_shifts_the_instructpix2pix_embedding(x, frozen, flipped):
-    d = EditShield(model="tiny/instruct-pix2pix", iterations=6, eot=[], device=CPU)
+    d = EditShield(model="tiny/instruct-pix2pix", iterations=6, device=CPU)
     parts = d.parts
 
     def embedding(v, stage):
@@ -385,13 +386,46 @@ def test_editshield_shifts_the_instructpix2pix_embedding(x, frozen, flipped):
     with torch.no_grad():
         clean = embedding(x, "editshield/clean")
 
-    def objective(v):  # -MSE(emb(x_adv), emb(x)) + 0.1 MSE(x_adv, x), minimised
+    def objective(v):  # EOT_Gaussion.py: -MSE(emb) + 0.1 MSE(blur) + 0.1 MSE(x_adv, x)
         shift = (embedding(v, "editshield") - clean).pow(2).flatten(1).mean(1)
-        return -shift + 0.1 * (v - x).pow(2).flatten(1).mean(1)
+        return (-shift + 0.1 * (blur5(v) - blur5(x)).pow(2).flatten(1).mean(1)
+                + 0.1 * (v - x).pow(2).flatten(1).mean(1))
 
     x_adv = d.protect(x, SEEDS)
     assert x_adv.min() >= 0 and x_adv.max() <= 1 and (x_adv != x).any()
     check_improved(objective, x, x_adv, noise_like(x, x_adv), True, flipped)
+
+
+def blur5(v):
+    """EOT_Gaussion.py's 5x5 sigma-1.5 blur, zero padded, its kernel normalised (scipy window)."""
+    from scipy.signal.windows import gaussian
+
+    k = torch.from_numpy(np.outer(gaussian(5, 1.5), gaussian(5, 1.5))).float()
+    k = (k / k.sum())[None, None].repeat(3, 1, 1, 1)
+    return F.conv2d(v, k, padding=2, groups=3)
+
+
+def test_editshield_penalty_is_the_gaussian_scripts(x):
+    d = EditShield(model="tiny/instruct-pix2pix", device=CPU)
+    assert d.pgd.transforms == []  # no transform drawn per step
+    v = (x + 0.05 * torch.randn(x.shape, generator=generator_for(3))).clamp(0, 1)
+    expected = (0.1 * (blur5(v) - blur5(x)).pow(2).flatten(1).mean(1)
+                + 0.1 * (v - x).pow(2).flatten(1).mean(1))
+    assert torch.allclose(d.penalty(v, x, x), expected, rtol=1e-5)
+
+
+def test_editshield_rotate_setting_starts_from_the_rotated_image(x):
+    """EOT_Resize.py rotates the image by 5 degrees once and optimises from there."""
+    from torchvision.transforms.functional import rotate
+
+    d = EditShield(model="tiny/instruct-pix2pix", iterations=2, setting="rotate", device=CPU)
+    assert (d.beta, d.blur_weight) == (0.0, 0.0)
+    x_adv = d.protect(x, SEEDS)
+    rotated = rotate(x, 5.0)
+    assert (x_adv - rotated).abs().max() <= 2.5e-3  # two Adam steps of lr 1e-3
+    assert (x_adv - x).abs().mean() > 10 * (x_adv - rotated).abs().mean()
+    with pytest.raises(ConfigValueError, match="eot"):
+        EditShield(model="tiny/instruct-pix2pix", device=CPU, eot=list(DEFAULT_EOT))
 
 
 def test_editshield_eot_goes_through_each_differentiable_transform(x, monkeypatch):
@@ -408,11 +442,11 @@ def test_editshield_eot_goes_through_each_differentiable_transform(x, monkeypatc
             return out
 
         monkeypatch.setattr(cls, "forward", spy)
-    d = EditShield(model="tiny/instruct-pix2pix", iterations=12, device=CPU)
+    d = EditShield(model="tiny/instruct-pix2pix", iterations=12, setting="per_step", device=CPU)
     d.protect(x, SEEDS)
     assert set(calls) == {"diff_rotate", "diff_center_crop"}  # blur is the transforms' twin
     with pytest.raises(ConfigValueError, match="differentiable"):
-        EditShield(model="tiny/instruct-pix2pix", device=CPU,
+        EditShield(model="tiny/instruct-pix2pix", device=CPU, setting="per_step",
                    eot=[{"_target_": "benchmark.transforms.geometry.Rotate", "angle": 5.0}])
 
 
