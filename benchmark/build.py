@@ -2,7 +2,7 @@
 
 A config file or a command-line override must not be able to call arbitrary code.
 Hydra resolves a dotted `_target_` through module attributes, so a string prefix
-check is not enough: `benchmark.results.pd.read_pickle` starts with `benchmark.`
+check is not enough: `benchmark.results.tables.pd.read_pickle` starts with `benchmark.`
 and names pandas' function. Here a target is accepted only when
 
 - it is `<module>.<Class>` with `<module>` one of the component packages below

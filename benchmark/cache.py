@@ -59,7 +59,7 @@ def cache_key(stage: str, config: dict, version: str, inputs: list[str], seed: i
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -176,7 +176,7 @@ class ArtifactCache:
             age = time.time() - path.stat().st_mtime
         except (OSError, ValueError):
             return False  # being written or just released: look again next round
-        dead = owner.get("host") == self._host and not _pid_alive(int(owner.get("pid", -1)))
+        dead = owner.get("host") == self._host and not pid_alive(int(owner.get("pid", -1)))
         if not dead and age < self.stale_after:
             return False
         # Rename first so that of several jobs breaking the same lock only one succeeds.

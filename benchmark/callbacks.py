@@ -21,7 +21,7 @@ class SweepSummary(Callback):
         self.filename = filename
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        from benchmark.results import sweep_summary
+        from benchmark.results.job_files import sweep_summary
 
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():

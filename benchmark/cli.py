@@ -5,12 +5,9 @@
 """
 
 import argparse
-import json
 import logging
 import os
-import socket
 import sys
-import time
 import traceback
 from pathlib import Path
 
@@ -56,29 +53,22 @@ def _labels(hc) -> dict[str, str]:
     return labels
 
 
-def _write_status(outdir: Path, status: str, error: str | None = None,
-                  fingerprint: str | None = None) -> None:
-    outdir.mkdir(parents=True, exist_ok=True)
-    record = {"status": status, "error": error, "fingerprint": fingerprint,
-              "host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}
-    tmp = outdir / f".status.json.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(record) + "\n")
-    os.replace(tmp, outdir / "status.json")
-
-
 @hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")
 def run_app(cfg: DictConfig) -> None:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from benchmark.results import (
+    from benchmark.results.job_files import (
         config_fingerprint,
         format_summary,
         is_finished,
+        other_run,
         read_status,
         wait_for_live_run,
         write_job,
+        write_status,
     )
-    from benchmark.runner import PAIR_MEANINGS, Job
+    from benchmark.runner import Job
+    from benchmark.schema import PAIR_MEANINGS
 
     hc = HydraConfig.get()
     outdir = Path(hc.runtime.output_dir)
@@ -94,7 +84,7 @@ def run_app(cfg: DictConfig) -> None:
         # re-running a sweep in its own directory: finished jobs stay as they are
         print(f"skipped (finished, same config): {outdir}")
         return
-    clash = _other_run(read_status(outdir), fingerprint)
+    clash = other_run(read_status(outdir), fingerprint)
     if clash:  # never overwrite another run's results or status
         message = (f"{outdir} already holds {clash}; its results are kept. Choose another "
                    f"directory (hydra.run.dir=... / hydra.sweep.dir=...)")
@@ -105,13 +95,13 @@ def run_app(cfg: DictConfig) -> None:
         sys.exit(1)
     notice = _notice(cfg.get("notice"), hc.runtime.choices)
     try:
-        _write_status(outdir, "running", fingerprint=fingerprint)
+        write_status(outdir, "running", fingerprint=fingerprint)
         with logging_redirect_tqdm():
             result = Job(cfg, labels).run()
         summary = write_job(outdir, result, cfg, notice)
     except Exception as e:
         message = str(e) if isinstance(e, BenchError) else traceback.format_exc()
-        _write_status(outdir, "failed", message, fingerprint)
+        write_status(outdir, "failed", message, fingerprint)
         if multirun:  # one failed job must not stop the sweep
             log.error("job failed (%s): %s", outdir, message)
             return
@@ -119,7 +109,7 @@ def run_app(cfg: DictConfig) -> None:
             log.error(message)
             sys.exit(1)
         raise
-    _write_status(outdir, "done", fingerprint=fingerprint)
+    write_status(outdir, "done", fingerprint=fingerprint)
     stages = ", ".join(f"{name} {s['computed']} computed / {s['cached']} cached "
                        f"({s['seconds']:.1f}s)" for name, s in result.stats["stages"].items())
     print(f"\n{labels['dataset']} x {labels['defense']} x {labels['transform']} x "
@@ -133,22 +123,6 @@ def run_app(cfg: DictConfig) -> None:
     print(f"results: {outdir}/samples.csv, summary.csv, stats.json")
     if notice:
         print(f"\nNOTE: {notice}")
-
-
-def _other_run(status: dict, fingerprint: str | None) -> str | None:
-    """What in a job directory's status says it belongs to another run, if anything."""
-    from benchmark.cache import _pid_alive
-
-    if not status:
-        return None
-    pid = int(status.get("pid") or -1)
-    live = (status.get("status") == "running" and pid != os.getpid()
-            and (status.get("host") != socket.gethostname() or _pid_alive(pid)))
-    if live:
-        return f"a running job (pid {pid} on {status.get('host')})"
-    if status.get("status") == "done" and status.get("fingerprint") != fingerprint:
-        return "the finished results of a job with another config"
-    return None
 
 
 def _notice(notice, choices) -> str | None:
@@ -199,14 +173,9 @@ def _emit(text: str, output: str | None) -> None:
 
 
 def cmd_table(args: argparse.Namespace) -> None:
-    from benchmark.results import (
-        compare_reported,
-        job_dirs,
-        load_samples,
-        make_table,
-        metric_directions,
-        parse_where,
-    )
+    from benchmark.results.paper import compare_reported
+    from benchmark.results.reading import job_dirs, load_samples, metric_directions
+    from benchmark.results.tables import make_table, parse_where
 
     samples = load_samples(args.dirs)
     where = parse_where(args.where)
@@ -220,8 +189,8 @@ def cmd_table(args: argparse.Namespace) -> None:
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
-    from benchmark.plots import purifier_cost, robustness_curves
-    from benchmark.results import parse_where
+    from benchmark.results.plots import purifier_cost, robustness_curves
+    from benchmark.results.tables import parse_where
 
     where = parse_where(args.where)
     if args.kind == "curves":
@@ -232,8 +201,8 @@ def cmd_plot(args: argparse.Namespace) -> None:
 
 
 def cmd_grid(args: argparse.Namespace) -> None:
-    from benchmark.plots import qualitative_grid
-    from benchmark.results import parse_where
+    from benchmark.results.plots import qualitative_grid
+    from benchmark.results.tables import parse_where
 
     path = qualitative_grid(args.dirs, args.output, args.n, args.rows, parse_where(args.where),
                             args.cache_dir)

@@ -40,37 +40,10 @@ from benchmark.defenses.pgd import iteration_progress
 from benchmark.errors import BenchError, UnreadableImageError
 from benchmark.images import content_key, derive_seed, release
 from benchmark.models import resolve_device
+from benchmark.schema import PAIRS, RECIPES, STAGE_COMPONENT, JobResult
 from benchmark.video import per_frame
 
 log = logging.getLogger(__name__)
-
-PAIR_MEANINGS = {
-    "fidelity": "T(x_adv) vs x: how close the transformed protected image is to the clean one",
-    "edit": "G(T(x_adv)) vs G(x): high similarity = the protection failed after T",
-    "protection": "G(x_adv) vs G(x): the protection itself, no transformation",
-    "control": "G(T(x)) vs G(x): what T alone does to the edit",
-    "invisibility": "x_adv vs x: the defense's cost in image quality",
-}
-PAIRS = {
-    "fidelity": ("x_t", "x"),
-    "edit": ("g_t", "g_x"),
-    "protection": ("g_adv", "g_x"),
-    "control": ("g_tx", "g_x"),
-    "invisibility": ("x_adv", "x"),
-}
-RECIPES = {  # image -> (stage that makes it, the image it is made from)
-    "x_adv": ("protect", "x"),
-    "x_t": ("transform", "x_adv"),
-    "x_tx": ("transform", "x"),
-    "g_x": ("generate", "x"),
-    "g_adv": ("generate", "x_adv"),
-    "g_t": ("generate", "x_t"),
-    "g_tx": ("generate", "x_tx"),
-}
-STAGE_COMPONENT = {"protect": "defense", "transform": "transform", "generate": "generator"}
-ROW_COLUMNS = ["dataset", "image_id", "defense", "transform", "generator", "seed", "pair",
-               "metric", "value", "n"]
-
 
 def _integer(cfg: DictConfig, key: str, low: int, expected: str) -> int:
     value = cfg.get(key)
@@ -96,14 +69,6 @@ class StageStats:
     seconds: float = 0.0
 
 
-@dataclass
-class JobResult:
-    rows: list[dict]
-    stats: dict
-    labels: dict
-    # per image of the job: where each image it made lives in the cache (image_id, image,
-    # stage, key); figures read them back
-    images: list[dict] = field(default_factory=list)
 
 
 def _needed_images(pairs: list[str]) -> list[str]:
@@ -492,6 +457,8 @@ class Job:
             "unreadable": self.unreadable,
             "seconds": time.perf_counter() - start,
             "device": str(self.device),
+            # read by `bench table` for its arrows and bold cells, without importing metrics
+            "directions": {n: m.higher_is_better for n, m in self.metrics.items()},
         }
         return JobResult(rows, stats, self.labels, images)
 

@@ -15,8 +15,9 @@ from benchmark.cache import ArtifactCache
 from benchmark.data.portraits import PortraitsDataset
 from benchmark.errors import BenchError
 from benchmark.paths import config_dir
-from benchmark.plots import cost_table, curve_points, qualitative_grid, robustness_curves
-from benchmark.results import load_samples, write_job
+from benchmark.results.job_files import write_job
+from benchmark.results.plots import cost_table, curve_points, qualitative_grid, robustness_curves
+from benchmark.results.reading import load_samples
 from benchmark.runner import Job
 
 JOBS = [("none", "identity", []), ("noise", "identity", []),

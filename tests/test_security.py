@@ -17,7 +17,7 @@ from benchmark.errors import BenchError
 from benchmark.safety import UnsafeConfigError, check_hydra_config
 
 BYPASSES = [
-    "benchmark.results.pd.read_pickle",        # pandas through a module attribute
+    "benchmark.results.tables.pd.read_pickle", # pandas through a module attribute
     "benchmark.runner.torch.load",             # torch.load (weights_only=False loads pickles)
     "benchmark.cache.shutil.copyfile",         # writes any file
     "benchmark.cache.os.system",
@@ -128,14 +128,14 @@ RUN = ["defense=none", "transform=jpeg", "metric=[psnr]", "pairs=[fidelity]",
 
 
 @pytest.mark.parametrize("overrides", [
-    ["transform._target_=benchmark.results.pd.read_pickle",
+    ["transform._target_=benchmark.results.tables.pd.read_pickle",
      "+transform.filepath_or_buffer={payload}"],
     ["transform._target_=benchmark.runner.torch.load", "+transform.f={payload}",
      "+transform.weights_only=false"],
-    ["+metric.x._target_=benchmark.results.pd.read_pickle",
+    ["+metric.x._target_=benchmark.results.tables.pd.read_pickle",
      "+metric.x.filepath_or_buffer={payload}"],
     ["transform=chain",
-     ("transform.steps=[{{_target_:benchmark.results.pd.read_pickle,"
+     ("transform.steps=[{{_target_:benchmark.results.tables.pd.read_pickle,"
       "filepath_or_buffer:'{payload}'}}]")],
     ["+hydra.callbacks.x._target_=pandas.read_pickle",
      "+hydra.callbacks.x.filepath_or_buffer={payload}"],

@@ -276,7 +276,7 @@ def test_failed_job_is_recorded_sweep_goes_on_and_rerun_retries_it(workdir):
 
 
 def test_a_job_counts_as_finished_only_with_the_same_config_and_all_its_files(tmp_path):
-    from benchmark.results import config_fingerprint, is_finished
+    from benchmark.results.job_files import config_fingerprint, is_finished
 
     cfg = _compose([*TINY, "defense=noise", "transform=jpeg"])
     moved = OmegaConf.merge(cfg, {"device": "cpu", "progress": True, "cache_dir": "/elsewhere"})
@@ -367,7 +367,7 @@ def test_paper_presets_sweep_components_that_exist(preset):
 
 def test_rerun_waits_for_a_job_still_running_on_this_host(tmp_path):
     """A killed submitit_local launcher leaves its job processes running: wait for them."""
-    from benchmark.results import wait_for_live_run
+    from benchmark.results.job_files import wait_for_live_run
 
     job = tmp_path / "job"
     job.mkdir()

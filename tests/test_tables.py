@@ -9,7 +9,8 @@ from conftest import TINY, bench
 
 from benchmark.errors import BenchError
 from benchmark.paths import config_dir
-from benchmark.results import bootstrap_ci, compare_reported, make_table
+from benchmark.results.paper import compare_reported
+from benchmark.results.tables import bootstrap_ci, make_table
 
 REPO = config_dir().parent
 

@@ -28,15 +28,10 @@ from matplotlib.ticker import FuncFormatter
 from matplotlib.transforms import blended_transform_factory
 
 from benchmark.errors import BenchError
-from benchmark.results import (
-    _ci_halfwidth,
-    _filter,
-    _select,
-    job_config,
-    job_dirs,
-    load_samples,
-    metric_directions,
-)
+from benchmark.results.job_files import ci_halfwidth
+from benchmark.results.reading import job_config, job_dirs, load_samples, metric_directions
+from benchmark.results.tables import filter_rows, select_pair
+from benchmark.schema import base_label
 
 # Transform parameters whose *smaller* values are the stronger transformation.
 WEAKER_WHEN_LARGER = {"quality", "factor", "scale", "bits", "colors", "colours", "size",
@@ -44,10 +39,6 @@ WEAKER_WHEN_LARGER = {"quality", "factor", "scale", "bits", "colors", "colours",
 GRID_COLUMNS = [("x", "clean"), ("x_adv", "protected"), ("x_t", "transformed"),
                 ("g_x", "edit of clean"), ("g_adv", "edit of protected"),
                 ("g_t", "edit of transformed")]
-
-
-def _base(label: str) -> str:
-    return str(label).split("(", 1)[0]
 
 
 def _save(fig, out: str | Path, formats: tuple[str, ...], name: str) -> list[Path]:
@@ -87,7 +78,7 @@ def _strength_axes(samples: pd.DataFrame) -> dict[str, tuple[str | None, dict[st
     configs = {job: (job_config(job).get("transform") or {}) for job in samples["job"].unique()}
     families: dict[str, list[str]] = {}
     for job, label in samples.drop_duplicates("job")[["job", "transform"]].itertuples(index=False):
-        families.setdefault(_base(label), []).append(job)
+        families.setdefault(base_label(label), []).append(job)
     axes = {}
     for family, jobs in families.items():
         keys = sorted({k for j in jobs for k in configs[j] if not k.startswith("_")})
@@ -102,7 +93,7 @@ def _strength_axes(samples: pd.DataFrame) -> dict[str, tuple[str | None, dict[st
 def curve_points(samples: pd.DataFrame, metric: str, pair: str) -> pd.DataFrame:
     """The points of the robustness curves: per transform family, strength and defense, the
     mean over images and its 95% t half-width (family `identity` gives the reference)."""
-    chosen = _select(samples, metric, pair)
+    chosen = select_pair(samples, metric, pair)
     if chosen.empty:
         raise BenchError(f"no rows for --metric {metric} --pair {pair}")
     if chosen["generator"].nunique() > 1 or chosen["dataset"].nunique() > 1:
@@ -111,13 +102,13 @@ def curve_points(samples: pd.DataFrame, metric: str, pair: str) -> pd.DataFrame:
     axes = _strength_axes(chosen)
     out = []
     for family, (key, values) in axes.items():
-        rows = chosen[chosen["transform"].map(_base) == family]
+        rows = chosen[chosen["transform"].map(base_label) == family]
         strength = rows["job"].map(values)
         for (defense, x), group in rows.groupby([rows["defense"], strength], sort=False):
             v = group["value"].to_numpy(dtype=float)
             set_level = (group["image_id"] == "*").all()
             std = float(np.std(v, ddof=1)) if len(v) > 1 else math.nan
-            half = math.nan if set_level else _ci_halfwidth(std, len(v))
+            half = math.nan if set_level else ci_halfwidth(std, len(v))
             out.append({"family": family, "key": key, "strength": x, "defense": defense,
                         "mean": float(np.mean(v)), "half": half, "n": len(v)})
     return pd.DataFrame(out).sort_values(["family", "defense", "strength"], ignore_index=True)
@@ -125,7 +116,7 @@ def curve_points(samples: pd.DataFrame, metric: str, pair: str) -> pd.DataFrame:
 
 def robustness_curves(dirs: list, metric: str, pair: str, out: str | Path,
                       where: dict | None = None, formats=("png", "pdf")) -> list[Path]:
-    samples = _filter(load_samples(dirs), where or {})
+    samples = filter_rows(load_samples(dirs), where or {})
     points = curve_points(samples, metric, pair)
     direction = metric_directions(list(samples["job"].unique())).get(metric)
     identity = points[points["family"] == "identity"]
@@ -201,10 +192,10 @@ def _transform_cost(job: Path) -> float:
 
 def cost_table(samples: pd.DataFrame, metric: str, pair: str = "fidelity") -> pd.DataFrame:
     """Per purifier (transform label): mean quality on protected images and seconds per image."""
-    chosen = _select(samples, metric, pair)
+    chosen = select_pair(samples, metric, pair)
     if chosen.empty:
         raise BenchError(f"no rows for --metric {metric} --pair {pair}")
-    protected = chosen[chosen["defense"].map(_base) != "none"]
+    protected = chosen[chosen["defense"].map(base_label) != "none"]
     if not protected.empty:  # a purifier is judged on protected images
         chosen = protected
     rows = []
@@ -219,7 +210,7 @@ def cost_table(samples: pd.DataFrame, metric: str, pair: str = "fidelity") -> pd
 
 def purifier_cost(dirs: list, metric: str, out: str | Path, pair: str = "fidelity",
                   where: dict | None = None, formats=("png", "pdf")) -> list[Path]:
-    samples = _filter(load_samples(dirs), where or {})
+    samples = filter_rows(load_samples(dirs), where or {})
     table = cost_table(samples, metric, pair)
     defenses = ", ".join(dict.fromkeys(", ".join(table["defenses"]).split(", ")))
     direction = metric_directions(list(samples["job"].unique())).get(metric)
@@ -253,7 +244,7 @@ def purifier_cost(dirs: list, metric: str, out: str | Path, pair: str = "fidelit
         if c > 0:
             right.text(c, yi, f" {c:.3g} s", va="center", fontsize=8)
         else:
-            words = "no-op" if _base(name) == "identity" else "not measured (all cached)"
+            words = "no-op" if base_label(name) == "identity" else "not measured (all cached)"
             right.text(0.02, yi, words, va="center", fontsize=8, transform=at_left)
     for ax in (left, right):
         ax.grid(axis="x", alpha=0.3)
@@ -291,11 +282,11 @@ def qualitative_grid(dirs: list, out: str | Path, n: int = 3, rows: str = "defen
                          "images.csv existed: re-run them, the job cache makes it instant)")
     labels = pd.DataFrame([lab for _, lab in jobs])
     labels["job"] = [j for j, _ in jobs]
-    labels = _filter(labels, where or {})
+    labels = filter_rows(labels, where or {})
     fixed = "transform" if rows == "defense" else "defense"
     if labels[fixed].nunique() > 1 and not (where or {}).get(fixed):
         options = list(dict.fromkeys(labels[fixed]))
-        default = next((o for o in options if _base(o) not in ("identity", "none")), options[0])
+        default = next((o for o in options if base_label(o) not in ("identity", "none")), options[0])
         labels = labels[labels[fixed] == default]
     for other in ("dataset", "generator"):
         if labels[other].nunique() > 1:
