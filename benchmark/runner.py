@@ -198,7 +198,7 @@ class Job:
         if not users:
             return False
         if getattr(self.dataset, "audio", None) is None:
-            raise BenchError(f"{users[0]} animates each image with an audio clip, but "
+            raise BenchError(f"{users[0]} needs each image's driving audio clip, but "
                              "dataset.audio is not set: add dataset.audio=/path/to/clip.wav (one "
                              "for every image), a folder of <stem>.wav files, or 'sample' (the "
                              "synthetic clip shipped with bench)")

@@ -54,7 +54,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmark.data.audio import Audio, resample
-from benchmark.errors import BenchError
+from benchmark.errors import BenchError, MissingModelError
 from benchmark.images import content_key, generator_for, to_pil
 from benchmark.models import shared
 
@@ -77,8 +77,9 @@ HALLO_SETUP = (
     "Hallo is not a PyPI package: `git clone https://github.com/fudan-generative-vision/hallo`, "
     "`pip install -r hallo/requirements.txt`, and download its weights into "
     "hallo/pretrained_models (`git lfs clone https://huggingface.co/fudan-generative-ai/hallo "
-    "pretrained_models`); then set generator.hallo_root=/path/to/hallo (pretrained_models is "
-    "looked for inside it unless generator.pretrained=/path is given)")
+    "pretrained_models`); then set BENCH_HALLO_ROOT=/path/to/hallo (or generator.hallo_root= "
+    "and defense.hallo_root=; its pretrained_models folder is looked for inside it unless "
+    "pretrained=/path is given)")
 
 
 def scheduler(beta_schedule: str):
@@ -200,23 +201,31 @@ def _write_wav(audio: Audio, folder: Path, name: str) -> Path:
     return path
 
 
+class MissingHalloError(MissingModelError):
+    """Hallo's checkout or weights are absent: the message says what is missing and the set-up."""
+
+    def __init__(self, message: str):
+        self.model_id = "hallo"
+        BenchError.__init__(self, message)
+
+
 def hallo_paths(hallo_root: str | None, pretrained: str | None, component: str
                 ) -> tuple[Path, Path]:
     """The checkout and weights folders, or one error naming what is missing and the set-up."""
     if hallo_root in (None, "", "???"):
-        raise BenchError(f"{component}: model=hallo needs a local Hallo checkout and its weights. "
-                         f"{HALLO_SETUP}. Without them use model=tiny/talking-head (random "
-                         f"weights, plumbing only).")
+        raise MissingHalloError(f"{component}: model=hallo needs a local Hallo checkout and its "
+                                f"weights. {HALLO_SETUP}. Without them use "
+                                f"model=tiny/talking-head (random weights, plumbing only).")
     root = Path(hallo_root).expanduser()
     if not (root / "hallo" / "models" / "unet_3d.py").is_file():
-        raise BenchError(f"{component}: hallo_root={hallo_root!r} is not a Hallo checkout (no "
-                         f"hallo/models/unet_3d.py in it). {HALLO_SETUP}")
+        raise MissingHalloError(f"{component}: hallo_root={hallo_root!r} is not a Hallo checkout "
+                                f"(no hallo/models/unet_3d.py in it). {HALLO_SETUP}")
     weights = Path(pretrained).expanduser() if pretrained else root / "pretrained_models"
     missing = [f"{what} ({weights / rel})" for what, rel in HALLO_FILES.items()
                if not (weights / rel).exists()]
     if missing:
-        raise BenchError(f"{component}: Hallo's weights are incomplete in {weights}: missing "
-                         f"{'; '.join(missing)}. {HALLO_SETUP}")
+        raise MissingHalloError(f"{component}: Hallo's weights are incomplete in {weights}: "
+                                f"missing {'; '.join(missing)}. {HALLO_SETUP}")
     return root, weights
 
 
