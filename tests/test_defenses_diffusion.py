@@ -512,6 +512,31 @@ def test_facelock_face_model_is_pluggable_and_its_own_needs_consent():
     assert custom.face_model(torch.rand(1, 3, 32, 32)).shape == (1, 8)
 
 
+def test_paper_editing_facelock_stops_first_with_how_to_run_its_recogniser(monkeypatch):
+    """The preset's FaceLock (cvlface, no consent) stops when built, before the LPIPS backbone
+    or the editor's weights are looked for, and says how to fetch and allow the recogniser."""
+    from hydra import compose, initialize_config_dir
+
+    from benchmark.build import build
+    from benchmark.defenses import facelock as facelock_module
+    from benchmark.paths import config_dir
+
+    def not_reached(*args, **kwargs):
+        raise AssertionError("checked after the recogniser's consent")
+
+    monkeypatch.setattr(facelock_module, "_require_backbone", not_reached)
+    monkeypatch.setattr(FaceLock, "_setup_model", not_reached)
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose("config", overrides=["experiment=paper_editing", "defense=facelock",
+                                           "device=cpu"])
+    with pytest.raises(ConfigValueError) as stop:
+        build(cfg.defense, "defense")
+    message = str(stop.value)
+    assert "defense.trust_remote_code=true" in message
+    assert "bench weights pull --all minchul/cvlface_adaface_vit_base_kprpe_webface4m" in message
+    assert "minchul/cvlface_DFA_mobilenet" in message
+
+
 # -- all of them ------------------------------------------------------------------------------------
 
 

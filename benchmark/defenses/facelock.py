@@ -21,7 +21,9 @@ recogniser with its DFA aligner, timbrooks/instruct-pix2pix, native resolution.
 The recogniser is pluggable (`face_model`: `cvlface`, `random` or any embedder
 config, benchmark/defenses/face_id.py): FaceLock's own (`cvlface`) is downloaded
 from the Hugging Face hub and runs its repositories' code (opt in with
-`trust_remote_code: true`), so it is not available offline; the tests and the
+`trust_remote_code: true`; without it the defense stops when it is built,
+before any other check, with `RECOGNISER_HINT`: how to fetch and allow it, or
+which recogniser to use instead), so it is not available offline; the tests and the
 tiny preset use `random`, a small random network (a test double). LPIPS's
 VGG backbone comes from torchvision's download cache; `lpips_random_backbone`
 (tests, tiny runs) uses an untrained one.
@@ -47,6 +49,17 @@ FACE_MODELS = {  # named recognisers; any embedder config (a dict with _target_)
                 "aligner": "minchul/cvlface_DFA_mobilenet"},
     "random": {"_target_": "benchmark.defenses.face_id.RandomFaceEmbedder", "dim": 64, "seed": 0},
 }
+
+
+RECOGNISER_HINT = (
+    "true to run FaceLock's own recogniser. Its two CVLFace repositories run their own Python "
+    "code when loaded: read them, then 1) fetch them where there is network access: "
+    "`bench weights pull --all minchul/cvlface_adaface_vit_base_kprpe_webface4m "
+    "minchul/cvlface_DFA_mobilenet` (--all: their .py files are needed; they land in the "
+    "Hugging Face cache, HF_HOME moves it), 2) run with "
+    "defense.trust_remote_code=true. Or choose another recogniser: "
+    "defense.face_model='{_target_: benchmark.defenses.face_id.TorchScriptFaceEmbedder, "
+    "path: arcface.pt, size: 112}' (not FaceLock's; say so with the numbers)")
 
 
 def _require_backbone(net: str) -> None:
@@ -88,6 +101,9 @@ class FaceLock(DiffusionDefense):
                  trust_remote_code: bool = False, lpips_net: str = "vgg",
                  lpips_random_backbone: bool = False, eot: list | None = None,
                  dtype: str = "fp32", precision: str = "fp32", device: str = "auto"):
+        # First, so that a run of the paper preset stops on this before anything else.
+        check(self.name, "trust_remote_code", trust_remote_code,
+              face_model != "cvlface" or trust_remote_code is True, RECOGNISER_HINT)
         self.pgd = LinfPGD(eps, step, iterations, random_start, schedule, final_step_fraction,
                            component=self.name, transforms=build_eot(eot, self.name))
         check(self.name, "latent_weight", latent_weight,
