@@ -1,16 +1,15 @@
-"""The defense configs: published defaults (the design's table), composition, validation, listing.
+"""The defense configs: published defaults, composition, validation, listing.
 
-The design document's "Reference defaults of the defenses" table is the source
-of truth. Its rows for the defenses of this package are kept below; where the
-design document is reachable (../shared/design.md beside the repository, or
-BENCH_DESIGN), the test first checks that these rows are still the design's.
-Each row is then parsed (numbers, "[-1,1]" units converted: x 127.5) and
-compared with the YAML defaults.
+Each defense's module docstring states its reference values once, with where
+they come from (paper / public code, in the reference's units and converted to
+pixel units out of 255: "eps 0.06 -> 7.65"). These tests read the values from
+those sentences and check that the conversion is right (x 127.5 for [-1, 1]
+units), that the YAML config says the same, and that the class's own default
+does too: a value mistyped in any one of the three fails.
 """
 
-import os
+import inspect
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,47 +20,23 @@ from PIL import Image
 
 from benchmark.build import build
 from benchmark.data.patterns import default_pattern, make_pattern
+from benchmark.defenses import (
+    advdm,
+    diffusionguard,
+    editshield,
+    facelock,
+    mist,
+    photoguard,
+    sds,
+)
 from benchmark.errors import ConfigValueError
 from benchmark.paths import config_dir
 
-DESIGN_ROWS = """
-| PhotoGuard encoder (img2img) | SD v1.5 VAE encoder | 7.65 (0.06 in [-1,1]) | 0.02 in [-1,1], decaying | 1000 | minimise ‖E(x_adv) − z_target‖ (img2img demo: z_target = 0; inpainting demo: E(target image)) | 512 |
-| PhotoGuard diffusion | SD inpainting, backprop through 4 denoising steps | 16 in [-1,1] L2, or L∞ 12.75 (0.1) | L∞ 0.006 | 200, 10 grad reps | ‖pipe(x_adv) − target‖ | 512 |
-| AdvDM | SD v1.4/1.5 | 16 | 1 | 100 | maximise the denoising loss, t ~ U | 512 |
-| Mist v1 | SD v1.4 | 16 | 1 | 100 | textural ‖E(x_adv) − E(pattern)‖ − w·semantic (w = 1e4 fused mode) | 512 |
-| SDS(+) / SDS(−) / SDST | SD v1.4 | 16 | 1 | 100 | score-distillation gradient through the encoder only; ± sign; SDST adds a texture target | 512 |
-| DiffusionGuard | SD inpainting | 8 | 0.5 | 800 | −‖ε̂ at the first step‖, shrunk face mask | 512 |
-| EditShield | InstructPix2Pix | none enforced (Adam lr 1e-3) | | 30 | −MSE(VAE emb) + 0.1·MSE(x, x0), EOT crop/blur/rotate | 512 |
-| FaceLock | InstructPix2Pix | 3.8 (0.03 in [-1,1]) | 0.01, decaying | 100 | −cos(face-ID) + 0.2·latent MSE + LPIPS | native |
-"""
 PM1 = 127.5  # one unit of [-1, 1] in pixel units out of 255
+NUM = r"(\d+(?:\.\d+)?(?:e-?\d+)?)"
 DEFENSES = ["photoguard_encoder", "photoguard_encoder_inpaint", "photoguard_diffusion",
             "photoguard_diffusion_linf", "advdm", "mist", "sds", "sds_plus", "sdst",
             "diffusionguard", "editshield", "facelock"]
-
-
-def design_path() -> Path:
-    return Path(os.environ.get("BENCH_DESIGN",
-                               Path(__file__).resolve().parents[2] / "shared" / "design.md"))
-
-
-def parse(rows: str) -> dict[str, list[str]]:
-    table = {}
-    for line in rows.strip().splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        table[cells[0]] = cells
-    return table
-
-
-def numbers(cell: str) -> list[float]:
-    """The numbers of a cell, in order (not those of names such as L2 or [-1,1])."""
-    return [float(n) for n in re.findall(r"(?<![A-Za-z\d.])\d+(?:\.\d+)?(?:e-?\d+)?",
-                                         cell.replace("[-1,1]", ""))]
-
-
-def in_pm1(cell: str) -> list[float]:
-    """Values written in [-1, 1] units, converted to pixel units out of 255."""
-    return [float(n) * PM1 for n in re.findall(r"(\d+(?:\.\d+)?)\)? in \[-1,1\]", cell)]
 
 
 def defaults(name: str) -> dict:
@@ -75,98 +50,140 @@ def defaults(name: str) -> dict:
     return merged
 
 
-@pytest.fixture(scope="module")
-def table():
-    return parse(DESIGN_ROWS)
+def stated(module, pattern: str) -> tuple[float, ...]:
+    """The numbers a phrase of the module's docstring states (whitespace-insensitive)."""
+    doc = " ".join(module.__doc__.split())
+    found = re.search(pattern, doc)
+    assert found, f"{module.__name__}'s docstring no longer states {pattern!r}"
+    return tuple(float(g) for g in found.groups())
 
 
-def test_the_kept_rows_are_the_designs():
-    path = design_path()
-    if not path.is_file():
-        pytest.skip(f"design document not found at {path} (set BENCH_DESIGN)")
-    design = {}
-    for line in path.read_text().splitlines():
-        if line.startswith("| "):
-            cells = [c.strip() for c in line.strip().strip("|").split("|")]
-            design[cells[0]] = cells
-    for method, cells in parse(DESIGN_ROWS).items():
-        assert design.get(method) == cells, f"the design's row for {method} changed"
+def converted(module, key: str, suffix: str = "") -> float:
+    """'key A -> B' (A in [-1, 1] units, B out of 255): checks B = A * 127.5, returns B."""
+    reference, pixels = stated(module, rf"{key} {NUM}{suffix} -> {NUM}")
+    assert pixels == pytest.approx(reference * PM1), (module.__name__, key)
+    return pixels
 
 
-def test_photoguard_encoder_defaults(table):
-    _, _, eps, step, iterations, objective, _ = table["PhotoGuard encoder (img2img)"]
+def signature_default(cls, key: str):
+    return inspect.signature(cls.__init__).parameters[key].default
+
+
+def check_same(cls, config: dict, **values):
+    """The YAML and the class default hold each stated value."""
+    for key, value in values.items():
+        assert config[key] == pytest.approx(value), (cls.__name__, key, "yaml")
+        assert signature_default(cls, key) == pytest.approx(value), (cls.__name__, key, "code")
+
+
+def test_photoguard_encoder_defaults():
     cfg = defaults("photoguard_encoder")
-    assert cfg["eps"] == numbers(eps)[0] == pytest.approx(in_pm1(eps)[0])
-    assert cfg["step"] == pytest.approx(in_pm1(step)[0])
-    assert "decaying" in step and cfg["schedule"] == "linear"
-    assert cfg["iterations"] == numbers(iterations)[0]
-    assert "z_target = 0" in objective and cfg["target"] == "zero"
+    (iterations,) = stated(photoguard, rf"decaying linearly to 1/100 of itself, {NUM} iterations")
+    check_same(photoguard.PhotoGuardEncoder, cfg, eps=converted(photoguard, "eps"),
+               step=converted(photoguard, "step"), iterations=iterations,
+               final_step_fraction=1 / 100)
+    assert cfg["schedule"] == "linear" and cfg["target"] == "zero"
     inpaint = defaults("photoguard_encoder_inpaint")
-    assert "E(target image)" in objective and inpaint["target"] == "image"
-    assert inpaint["eps"] == cfg["eps"] and inpaint["iterations"] == cfg["iterations"]
-    assert inpaint["variant"] == "inpaint" and inpaint["mask"]["region"] == "background"
+    (step,) = stated(photoguard, rf"step 0\.01 -> {NUM}")
+    assert inpaint["step"] == pytest.approx(step) == pytest.approx(0.01 * PM1)
+    assert (inpaint["variant"], inpaint["target"], inpaint["mask"]["region"]) == (
+        "inpaint", "image", "background")
 
 
-def test_photoguard_diffusion_defaults(table):
-    _, target, eps, step, iterations, _, _ = table["PhotoGuard diffusion"]
+def test_photoguard_diffusion_defaults():
     l2, linf = defaults("photoguard_diffusion"), defaults("photoguard_diffusion_linf")
-    assert l2["norm"] == "l2" and "L2" in eps
-    assert l2["eps"] == pytest.approx(in_pm1(eps)[0])  # 16 in [-1, 1] -> 2040
-    assert linf["norm"] == "linf" and linf["eps"] == numbers(eps)[1] == pytest.approx(
-        numbers(eps)[2] * PM1)
-    assert linf["step"] == pytest.approx(numbers(step)[0] * PM1)  # 0.006 in [-1, 1]
-    assert l2["iterations"] == linf["iterations"] == numbers(iterations)[0]
-    assert l2["grad_samples"] == numbers(iterations)[1]
-    assert l2["steps"] == numbers(target)[0] and "inpainting" in l2["model"]
+    cls = photoguard.PhotoGuardDiffusion
+    (steps,) = stated(photoguard, rf"{NUM} denoising steps of DDIM")
+    (eta,) = stated(photoguard, rf"DDIM with eta {NUM}")
+    (guidance,) = stated(photoguard, rf"guidance {NUM}")
+    (iterations,) = stated(photoguard, rf"{NUM} iterations, target 0")
+    (reps,) = stated(photoguard, rf"`grad_reps={NUM}`")
+    eps_ref, eps, step_ref, step = stated(
+        photoguard, rf"the demo's run: eps {NUM} -> {NUM}, step {NUM} -> {NUM}")
+    assert (eps, step) == pytest.approx((eps_ref * PM1, step_ref * PM1))
+    check_same(cls, l2, eps=eps, step=step, steps=steps, eta=eta, guidance=guidance,
+               iterations=iterations, grad_samples=reps)
+    assert l2["norm"] == "l2" == signature_default(cls, "norm")
+    assert l2["scheduler"] == "ddim" == signature_default(cls, "scheduler")
+    linf_eps, linf_step = stated(photoguard, rf"eps 0\.1 -> {NUM}, step 0\.006 -> {NUM}")
+    (linf_reps,) = stated(photoguard, rf"default of {NUM} repeats")
+    assert (linf["eps"], linf["step"], linf["grad_samples"]) == pytest.approx(
+        (linf_eps, linf_step, linf_reps))
+    assert (linf_eps, linf_step) == pytest.approx((0.1 * PM1, 0.006 * PM1))
+    assert linf["norm"] == "linf" and linf["iterations"] == iterations
 
 
-@pytest.mark.parametrize("method, names", [
-    ("AdvDM", ["advdm"]), ("Mist v1", ["mist"]),
-    ("SDS(+) / SDS(−) / SDST", ["sds", "sds_plus", "sdst"]),
-    ("DiffusionGuard", ["diffusionguard"]),
+@pytest.mark.parametrize("module, cls, names", [
+    (advdm, advdm.AdvDM, ["advdm"]), (mist, mist.Mist, ["mist"]),
+    (sds, sds.ScoreDistillation, ["sds", "sds_plus", "sdst"]),
 ])
-def test_linf_budgets_steps_and_iterations(table, method, names):
-    _, _, eps, step, iterations, _, _ = table[method]
+def test_linf_budgets_steps_and_iterations(module, cls, names):
+    eps, step, iterations = stated(module, rf"eps {NUM}/255, step {NUM}/255, {NUM} iterations")
     for name in names:
-        cfg = defaults(name)
-        assert (cfg["eps"], cfg["step"], cfg["iterations"]) == (
-            numbers(eps)[0], numbers(step)[0], numbers(iterations)[0]), name
+        check_same(cls, defaults(name), eps=eps, step=step, iterations=iterations)
 
 
-def test_mist_sds_and_diffusionguard_objectives(table):
-    objective = table["Mist v1"][5]
-    mist = defaults("mist")
-    assert mist["mode"] == "fused" and "fused" in objective
-    assert mist["weight"] == numbers(objective.split("w =")[1])[0]  # 1e4
+def test_mist_objective_and_model():
+    cfg = defaults("mist")
+    (weight,) = stated(mist, rf"10\^\(rate\+3\) = {NUM}")
+    check_same(mist.Mist, cfg, weight=weight)
+    assert cfg["mode"] == "fused" and "mode 2 = fused" in " ".join(mist.__doc__.split())
+    model = re.search(r"here (\S+/\S+) in diffusers form", " ".join(mist.__doc__.split()))[1]
+    assert cfg["model"] == model == signature_default(mist.Mist, "model")
+    assert "v1-4" in model
+    prompt = re.search(r'the prompt "([^"]+)"', " ".join(mist.__doc__.split()))[1]
+    assert cfg["prompt"] == prompt == signature_default(mist.Mist, "prompt")
+
+
+def test_sds_directions():
     assert (defaults("sds")["direction"], defaults("sds_plus")["direction"]) == ("-", "+")
     assert defaults("sdst")["textural"] is True and not defaults("sds")["textural"]
-    assert "inpainting" in defaults("diffusionguard")["model"]
-    assert defaults("diffusionguard")["mask_augmentation"] == "contour_shrink"
 
 
-def test_editshield_defaults(table):
-    _, target, eps, _, iterations, objective, _ = table["EditShield"]
+def test_diffusionguard_defaults():
+    cfg = defaults("diffusionguard")
+    reference_eps, eps = stated(diffusionguard, rf"eps {NUM}/255 in \[-1, 1\] units -> {NUM}")
+    reference_step, step, iterations = stated(diffusionguard,
+                                              rf"step {NUM}/255 -> {NUM}, {NUM} iterations")
+    assert (eps, step) == pytest.approx((reference_eps / 2, reference_step / 2))  # [-1, 1] span 2
+    strength, smoothness, rounds = stated(
+        diffusionguard, rf"strength {NUM}, smoothness {NUM} and up to {NUM} rounds")
+    (steps,) = stated(diffusionguard, rf"{NUM} inference steps")
+    check_same(diffusionguard.DiffusionGuard, cfg, eps=eps, step=step, iterations=iterations,
+               steps=steps, contour_strength=strength, contour_smoothness=smoothness,
+               contour_rounds=rounds)
+    assert cfg["mask_augmentation"] == "contour_shrink"
+
+
+def test_editshield_defaults():
     cfg = defaults("editshield")
-    assert "none enforced" in eps and cfg["eps"] is None
-    assert cfg["lr"] == numbers(eps)[0]  # Adam lr 1e-3
-    assert cfg["iterations"] == numbers(iterations)[0]
-    assert cfg["beta"] == numbers(objective.split("+")[1])[0]  # 0.1 MSE(x, x0)
-    kinds = " ".join(e["_target_"] for e in cfg["eot"]).lower()
-    assert all(k in kinds for k in ("crop", "blur", "rotate")) and "crop/blur/rotate" in objective
-    assert "instruct-pix2pix" in cfg["model"] and "InstructPix2Pix" in target
+    (lr,) = stated(editshield, rf"lr {NUM} on \[0, 1\] pixels")
+    (iterations,) = stated(editshield, rf"{NUM} iterations, no budget")
+    check_same(editshield.EditShield, cfg, lr=lr, iterations=iterations)
+    assert cfg["eps"] is None and cfg["setting"] == "gaussian" == signature_default(
+        editshield.EditShield, "setting")
+    assert cfg["beta"] is None and cfg["blur_weight"] is None  # the setting's, below
+    beta, blur, size, sigma = stated(
+        editshield, rf"x_0 = x, beta {NUM}, and blur_weight {NUM} on a {NUM}x\d Gaussian blur "
+                    rf"of sigma {NUM}")
+    assert editshield.SETTINGS["gaussian"] == (beta, blur)
+    assert (editshield.BLUR_SIZE, editshield.BLUR_SIGMA) == (size, sigma)
+    (degrees,) = stated(editshield, rf"rotated by {NUM} degrees")
+    assert editshield.ROTATE_DEGREES == degrees and editshield.SETTINGS["rotate"] == (0, 0)
 
 
-def test_facelock_defaults(table):
-    _, target, eps, step, iterations, objective, _ = table["FaceLock"]
+def test_facelock_defaults():
     cfg = defaults("facelock")
-    assert cfg["eps"] == pytest.approx(in_pm1(eps)[0])  # 0.03 in [-1, 1] -> 3.825
-    assert abs(cfg["eps"] - numbers(eps)[0]) < 0.05  # the table rounds it to 3.8
-    assert cfg["step"] == pytest.approx(numbers(step)[0] * PM1)  # 0.01 in [-1, 1], as the code
-    assert "decaying" in step and cfg["schedule"] == "linear"
-    assert cfg["iterations"] == numbers(iterations)[0]
-    assert cfg["latent_weight"] == numbers(objective.split("+")[1])[0]  # 0.2 latent MSE
-    assert "LPIPS" in objective and cfg["lpips_net"] == "vgg"
-    assert "instruct-pix2pix" in cfg["model"] and "InstructPix2Pix" in target
+    cls = facelock.FaceLock
+    eps = converted(facelock, "eps", r" in \[-1, 1\] units")
+    (iterations,) = stated(facelock, rf"decaying linearly to 1/100, {NUM} iterations")
+    (latent,) = stated(facelock, rf"\+ {NUM} \* MSE\(z, E\(x\)\)")
+    (identity_pct,) = stated(facelock, rf"a\(i\) = 1 from {NUM} %")
+    (perceptual_pct,) = stated(facelock, rf"b\(i\) = 1 after {NUM} %")
+    check_same(cls, cfg, eps=eps, step=converted(facelock, "step"), iterations=iterations,
+               latent_weight=latent, identity_from=identity_pct / 100,
+               perceptual_after=perceptual_pct / 100, final_step_fraction=1 / 100)
+    assert cfg["schedule"] == "linear" and cfg["lpips_net"] == "vgg"
 
 
 # -- composition, validation, listing -------------------------------------------------------------
