@@ -54,11 +54,12 @@ def is_builtin(model: str) -> bool:
 
 
 def check_builtin(model: str) -> None:
-    if model not in UNET_IN_CHANNELS and model not in IP_ADAPTERS:
+    known = (*BUILTIN_MODELS, *IP_ADAPTERS, *TALKING_HEADS)
+    if model not in UNET_IN_CHANNELS and model not in known:
         from benchmark.errors import BenchError
 
         raise BenchError(f"unknown built-in model {model!r}; the built-in ones are "
-                         f"{', '.join(BUILTIN_MODELS + IP_ADAPTERS)} ({NOTICE})")
+                         f"{', '.join(known)} ({NOTICE})")
 
 
 @contextmanager
