@@ -463,7 +463,7 @@ def cmua(tmp_path, **options):
     return CMUA(editors={"stargan": stargan_config(), "attgan": attgan_config()},
                 training_set={"_target_": "benchmark.data.portraits.PortraitsDataset",
                               "resolution": SIZE, "limit": 3},
-                **{"iterations": 4, "batch_size": 4, "cache_dir": str(tmp_path / "cache"),
+                **{"iterations": 4, "watermark_batch": 4, "cache_dir": str(tmp_path / "cache"),
                    **options})
 
 
@@ -495,3 +495,14 @@ def test_cmua_watermark_disrupts_both_editors_more_than_noise(tmp_path, faces):
     for editor in defense.editors.values():
         assert (distance_after_release(editor, faces, x_adv)
                 > distance_after_release(editor, faces, noise)), editor.name
+
+
+def test_cmua_watermark_batch_is_part_of_the_watermark_key(tmp_path, faces):
+    # the watermark is a mean over each batch with one momentum update per batch: 3 training
+    # images in one batch of 4 or in batches of 2 + 1 are two watermarks, also in one cache
+    whole = cmua(tmp_path, watermark_batch=4)
+    whole.protect(faces, [1, 2, 3])
+    split = cmua(tmp_path, watermark_batch=2)
+    split.protect(faces, [1, 2, 3])
+    assert not torch.allclose(whole._watermark, split._watermark, atol=1e-6)
+    assert torch.allclose(split._watermark, split.train(), atol=1e-6)  # computed, not served

@@ -8,8 +8,10 @@ universal_attack.py), in the [-1, 1] units of its images:
 - `epsilon: 0.05` -> 6.375 pixel units out of 255; `a: 0.01` -> 1.275; `k: 10`
   iterations per (batch, model, target); `momentum: 0.5`; `star_factor`, `att_factor`:
   1 (the per-model step factors of setting.json, here `factors`, one per editor).
-- training set: `batch_size: 64`, `num_test: 128` (two batches, one pass) of CelebA's
-  test split in file order; images at `img_size: 256`.
+- training set: `batch_size: 64` (here `watermark_batch`: the cache drops keys named
+  `batch_size` as runtime-only, but this one changes the watermark, which is a mean over
+  each batch and gets one momentum update per batch), `num_test: 128` (two batches, one
+  pass) of CelebA's test split in file order; images at `img_size: 256`.
 - per batch, per editor (StarGAN's 5 targets, then AttGAN's source vector and its 13
   single-attribute flips), per target: clean edit y = G(x, c); x' = x + U(-eps, eps);
   10 times: g = sign(grad MSE(G(x', c), y)), eta = mean over the batch of
@@ -44,16 +46,17 @@ log = logging.getLogger(__name__)
 
 class CMUA(Defense):
     name = "cmua"
-    version = "1"
+    version = "2"
 
     def __init__(self, editors: dict, training_set: dict, training_images: int = 128,
-                 batch_size: int = 64, eps: float = 6.375, step: float = 1.275,
+                 watermark_batch: int = 64, eps: float = 6.375, step: float = 1.275,
                  iterations: int = 10, momentum: float = 0.5, factors: dict | None = None,
                  seed: int = 0, cache_dir: str | None = None):
         self.eps = check_budget(self.name, eps)
         check(self.name, "step", step, isinstance(step, (int, float)) and step > 0,
               "a step size > 0 in pixel units out of 255")
-        for key, value in (("training_images", training_images), ("batch_size", batch_size),
+        for key, value in (("training_images", training_images),
+                           ("watermark_batch", watermark_batch),
                            ("iterations", iterations)):
             check(self.name, key, value, isinstance(value, int) and value >= 1, "an integer >= 1")
         check(self.name, "momentum", momentum, isinstance(momentum, (int, float))
@@ -73,10 +76,11 @@ class CMUA(Defense):
         self.factors = {label: float(factors.get(label, 1.0)) for label in self.editors}
         self.training_set = build(training_set, where=f"{self.name}.training_set")
         self.step, self.iterations, self.momentum = step / 255, iterations, float(momentum)
-        self.training_images, self.batch_size, self.seed = training_images, batch_size, seed
+        self.training_images, self.watermark_batch = training_images, watermark_batch
+        self.seed = seed
         self.cache = ArtifactCache(cache_dir) if cache_dir else None
         self.identity = {"editors": editors, "training_set": training_set,
-                         "training_images": training_images, "batch_size": batch_size,
+                         "training_images": training_images, "watermark_batch": watermark_batch,
                          "eps": eps, "step": step, "iterations": iterations,
                          "momentum": momentum, "factors": self.factors, "seed": seed}
         self._watermark: torch.Tensor | None = None
@@ -90,8 +94,8 @@ class CMUA(Defense):
             raise BenchError(f"{self.name}.training_set: no images")
         samples = [data.load(i) for i in range(count)]
         needs = any(e.needs_attributes for e in self.editors.values())
-        for start in range(0, count, self.batch_size):
-            chunk = samples[start:start + self.batch_size]
+        for start in range(0, count, self.watermark_batch):
+            chunk = samples[start:start + self.watermark_batch]
             attributes = ([data.attributes_of(s.image_id) for s in chunk] if needs else None)
             yield torch.stack([s.x for s in chunk]), attributes
 
