@@ -57,3 +57,29 @@ def test_the_full_size_runs_use_sd15_architectures():
     assert count["inpaint"] == count["unet"] + 5 * 320 * 9  # conv_in: 9 input channels
     assert count["ip2p"] == count["unet"] + 4 * 320 * 9
     assert abs(count["text"] - 123_060_480) < 1e6, count
+
+
+
+def test_pgd_overhead_script_uses_the_defenses_own_objective_as_floor(monkeypatch):
+    """The floor is the loss the defense hands to PGD, once per gradient sample; an engine that
+    evaluated it twice per iteration would show a ratio near 2."""
+    spec = importlib.util.spec_from_file_location(
+        "bench_pgd_overhead", SCRIPT.parent / "bench_pgd_overhead.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    bench = load_script()
+    d = bench.make_defense("photoguard_encoder", "tiny/sd", True, torch.device("cpu"), 1, "fp32")
+    captured = script.CapturedObjective(d)
+    x = torch.rand(1, 3, 32, 32)
+    d.protect(x, [0])
+    assert captured.loss is not None and captured.penalty is None
+    calls = []
+    monkeypatch.setattr(d.pgd, "grad_samples", 3)
+    loss = captured.loss
+    captured.loss = lambda v: calls.append(1) or loss(v)
+    captured.forward_backward(x)
+    assert len(calls) == 3
+    rows = script.main(["--tiny", "--defenses", "photoguard_encoder", "--batches", "1",
+                        "--repeats", "1", "--iterations", "2"])
+    assert rows[0]["defense"] == "photoguard_encoder" and rows[0]["ratio_b1"] > 0
+    assert rows[0]["img_per_s_b1"] == pytest.approx(1 / rows[0]["s_per_it_b1"], rel=0.05)
