@@ -506,3 +506,94 @@ def test_cmua_watermark_batch_is_part_of_the_watermark_key(tmp_path, faces):
     split.protect(faces, [1, 2, 3])
     assert not torch.allclose(whole._watermark, split._watermark, atol=1e-6)
     assert torch.allclose(split._watermark, split.train(), atol=1e-6)  # computed, not served
+
+
+ATTGAN_NAMES = ("Bald", "Bangs", "Black_Hair", "Blond_Hair", "Brown_Hair", "Bushy_Eyebrows",
+                "Eyeglasses", "Male", "Mouth_Slightly_Open", "Mustache", "No_Beard", "Pale_Skin",
+                "Young")
+
+
+def cmua_job_overrides(tmp_path, faces, attributes: bool = True) -> list[str]:
+    """A bench job protecting 3 images of a folder with CMUA, trained on that folder (its
+    default training set) by editors that read the attribute file."""
+    from benchmark.images import to_pil
+
+    images = tmp_path / "images"
+    if not images.exists():
+        images.mkdir()
+        for i, x in enumerate(faces):
+            to_pil(x).save(images / f"{i:06d}.png")
+        write_attributes(tmp_path / "attr.txt", {
+            f"{i:06d}.png": [1 if (i + k) % 3 == 0 else -1 for k in range(13)] for i in range(3)},
+            names=ATTGAN_NAMES)
+    return ["experiment=tiny", "defense=cmua", "generator=none", "transform=identity",
+            "dataset=folder", f"dataset.root={images}", f"dataset.resolution={SIZE}",
+            *([f"dataset.attributes={tmp_path / 'attr.txt'}"] if attributes else []),
+            "defense.editors.stargan.source=dataset", "defense.editors.attgan.source=dataset",
+            f"defense.editors.stargan.resolution={SIZE}",
+            f"defense.editors.attgan.resolution={SIZE}", "metric=[psnr]", "pairs=[invisibility]",
+            "device=cpu", f"cache_dir={tmp_path / 'cache'}", "progress=false"]
+
+
+def protected_by_input(cache) -> dict[str, list[torch.Tensor]]:
+    """Every cached protected image, grouped by the clean image it was made from."""
+    import json
+
+    from benchmark.cache import ArtifactCache
+
+    out: dict[str, list[torch.Tensor]] = {}
+    store = ArtifactCache(cache)
+    for sidecar in sorted((cache / "protect").rglob("*.json")):
+        key = sidecar.name.split(".")[0]
+        image = store.load_image("protect", key)
+        if image is not None:
+            out.setdefault(json.loads(sidecar.read_text())["inputs"][0], []).append(image)
+    return out
+
+
+def test_cmua_protected_images_follow_the_training_images_and_attributes(tmp_path, faces,
+                                                                         one_thread):
+    from benchmark.images import content_key, to_pil
+    from benchmark.runner import Job
+
+    overrides = cmua_job_overrides(tmp_path, faces)
+    first = Job(compose(overrides))
+    first.run()
+    assert first.stats["protect"].computed == 3
+    unchanged = [content_key(release(x)) for x in faces[1:]]
+    before = protected_by_input(tmp_path / "cache")
+    # one training image changes under the same path: a new watermark, so images 1 and 2
+    # (inputs unchanged) are protected again, and differently
+    to_pil(faces[0].flip(-1)).save(tmp_path / "images" / "000000.png")
+    second = Job(compose(overrides))
+    second.run()
+    assert second.stats["protect"].computed == 3
+    after = protected_by_input(tmp_path / "cache")
+    for key in unchanged:
+        assert len(before[key]) == 1 and len(after[key]) == 2
+        assert any(not torch.equal(image, before[key][0]) for image in after[key])
+    # the attribute file changes (same images): another watermark again
+    write_attributes(tmp_path / "attr.txt", {
+        f"{i:06d}.png": [1 if (i + k) % 2 == 0 else -1 for k in range(13)] for i in range(3)},
+        names=ATTGAN_NAMES)
+    third = Job(compose(overrides))
+    third.run()
+    assert third.stats["protect"].computed == 3
+    for key in unchanged:
+        assert len(protected_by_input(tmp_path / "cache")[key]) == 3
+
+
+def test_cmua_missing_training_attributes_stop_the_job_before_any_model(tmp_path, faces,
+                                                                        monkeypatch):
+    from benchmark.defenses.cmua import CMUA
+    from benchmark.generators.gan import GanEditor
+    from benchmark.runner import Job
+
+    monkeypatch.setattr(GanEditor, "network", property(lambda self: pytest.fail("model ran")))
+    monkeypatch.setattr(CMUA, "train", lambda self: pytest.fail("trained"))
+    with pytest.raises(BenchError, match="dataset.attributes"):
+        Job(compose(cmua_job_overrides(tmp_path, faces, attributes=False)))
+    attr = tmp_path / "attr.txt"
+    attr.write_text(attr.read_text().replace("000002.png", "000009.png"))
+    with pytest.raises(BenchError, match="000002"):
+        Job(compose(cmua_job_overrides(tmp_path, faces)))

@@ -20,12 +20,18 @@ universal_attack.py), in the [-1, 1] units of its images:
   `universal_perturb_attgan`). The watermark `up` is added to every image.
 
 The watermark is one artifact in the job's cache (stage `universal`), keyed by the
-training images' contents, the editors' configs and these values: a sweep computes it
-once and every protected image reuses it. Images of another size get it resized
+training images' contents, their attribute rows (when an editor reads them), the editors'
+configs and these values: a sweep computes it once and every protected image reuses it.
+The defense's `version` carries that key (`2+watermark:<key>`), so a protected image's
+cache key (and the job's) changes whenever the watermark would: new files or a new
+attribute file under the same training path are never served stale. A training set whose
+editors read attributes but that has no attribute file (or no row for an image) stops the
+build, before any model runs. Images of another size get the watermark resized
 (bilinear). The reference also attacks AttentionGAN and HiSD; `editors` takes the
 GAN editors bench has (StarGAN, AttGAN).
 """
 
+import json
 import logging
 from collections.abc import Sequence
 
@@ -43,10 +49,11 @@ from benchmark.images import content_key, derive_seed, generator_for
 
 log = logging.getLogger(__name__)
 
+ALGORITHM = "2"  # bump when the algorithm changes; `CMUA.version` adds the watermark's key
+
 
 class CMUA(Defense):
     name = "cmua"
-    version = "2"
 
     def __init__(self, editors: dict, training_set: dict, training_images: int = 128,
                  watermark_batch: int = 64, eps: float = 6.375, step: float = 1.275,
@@ -75,6 +82,9 @@ class CMUA(Defense):
             self.editors[label] = editor
         self.factors = {label: float(factors.get(label, 1.0)) for label in self.editors}
         self.training_set = build(training_set, where=f"{self.name}.training_set")
+        self.reads_attributes = any(e.needs_attributes for e in self.editors.values())
+        if self.reads_attributes:
+            self._check_training_attributes(training_images)
         self.step, self.iterations, self.momentum = step / 255, iterations, float(momentum)
         self.training_images, self.watermark_batch = training_images, watermark_batch
         self.seed = seed
@@ -84,6 +94,48 @@ class CMUA(Defense):
                          "eps": eps, "step": step, "iterations": iterations,
                          "momentum": momentum, "factors": self.factors, "seed": seed}
         self._watermark: torch.Tensor | None = None
+        self._watermark_key: str | None = None
+        self._training_inputs: list[str] = []
+
+    def _check_training_attributes(self, training_images: int) -> None:
+        data = self.training_set
+        readers = [f"editors.{label}" for label, e in self.editors.items() if e.needs_attributes]
+        table = getattr(data, "attribute_table", None)
+        if table is None:
+            raise BenchError(f"{self.name}: {readers[0]} edits relative to each training image's "
+                             f"attributes (source=dataset), but the training set has no "
+                             f"attribute file: add dataset.attributes=/path/to/"
+                             f"list_attr_celeba.txt (the training set is the job's dataset by "
+                             f"default; else defense.training_set.attributes=...), or give the "
+                             f"editors fixed source attributes "
+                             f"(defense.{readers[0]}.source={{Male: 1, Young: 1}})")
+        table.check(data.paths[:training_images])
+
+    @property
+    def version(self) -> str:
+        """The algorithm's version plus the watermark's key: the runner keys every protected
+        image by `version`, so a new watermark means new protected images."""
+        return f"{ALGORITHM}+watermark:{self.watermark_key()}"
+
+    def training_inputs(self) -> list[str]:
+        """What the watermark is trained on: each training image's content key and, when an
+        editor reads them, its attribute row."""
+        data = self.training_set
+        inputs = []
+        for i in range(min(self.training_images, len(data))):
+            sample = data.load(i)
+            inputs.append(content_key(sample.x))
+            if self.reads_attributes:
+                inputs.append("attributes:" + json.dumps(data.attributes_of(sample.image_id),
+                                                         sort_keys=True))
+        return inputs
+
+    def watermark_key(self) -> str:
+        if self._watermark_key is None:
+            self._training_inputs = self.training_inputs()
+            self._watermark_key = cache_key("universal", self.identity, ALGORITHM,
+                                            self._training_inputs, self.seed)
+        return self._watermark_key
 
     # -- training -------------------------------------------------------------------------------
 
@@ -93,7 +145,7 @@ class CMUA(Defense):
         if count == 0:
             raise BenchError(f"{self.name}.training_set: no images")
         samples = [data.load(i) for i in range(count)]
-        needs = any(e.needs_attributes for e in self.editors.values())
+        needs = self.reads_attributes
         for start in range(0, count, self.watermark_batch):
             chunk = samples[start:start + self.watermark_batch]
             attributes = ([data.attributes_of(s.image_id) for s in chunk] if needs else None)
@@ -130,29 +182,26 @@ class CMUA(Defense):
                         x_adv = (x + watermark).clamp(0, 1).detach()
         return watermark.detach().cpu()
 
-    def watermark(self, keys: list[str]) -> torch.Tensor:
+    def watermark(self) -> torch.Tensor:
         if self._watermark is not None:
             return self._watermark
-        key = cache_key("universal", self.identity, self.version, keys, self.seed)
+        key = self.watermark_key()
         stored = self.cache.load_array("universal", key) if self.cache else None
         if stored is not None:
             self._watermark = torch.from_numpy(stored)
             return self._watermark
-        log.info("cmua: training the universal watermark on %d image(s)", len(keys))
+        log.info("cmua: training the universal watermark on %d image(s)",
+                 min(self.training_images, len(self.training_set)))
         self._watermark = self.train()
         if self.cache:
             self.cache.save_array("universal", key, self._watermark.numpy().astype(np.float32),
-                                  {"config": self.identity, "version": self.version,
-                                   "inputs": keys})
+                                  {"config": self.identity, "version": ALGORITHM,
+                                   "inputs": self._training_inputs})
         return self._watermark
 
     def protect(self, x: torch.Tensor, seeds: Sequence[int],
                 attributes: list[dict] | None = None) -> torch.Tensor:
-        if self._watermark is None:
-            data = self.training_set
-            count = min(self.training_images, len(data))
-            self.watermark([content_key(data.load(i).x) for i in range(count)])
-        up = self._watermark.to(x)
+        up = self.watermark().to(x)
         if up.shape[-2:] != x.shape[-2:]:
             up = F.interpolate(up[None], size=x.shape[-2:], mode="bilinear",
                                align_corners=False)[0].clamp(-self.eps, self.eps)
