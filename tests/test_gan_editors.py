@@ -597,3 +597,16 @@ def test_cmua_missing_training_attributes_stop_the_job_before_any_model(tmp_path
     attr.write_text(attr.read_text().replace("000002.png", "000009.png"))
     with pytest.raises(BenchError, match="000002"):
         Job(compose(cmua_job_overrides(tmp_path, faces)))
+
+
+def test_cmua_published_step_direction_beats_the_flipped_one(tmp_path, faces):
+    # universal_perturb_*: X + a * grad.sign() ascends the edit distance; the same training
+    # with the step's sign flipped descends it (the watermark then barely moves the edit)
+    defense = cmua(tmp_path, cache_dir=None)
+    published = defense.train()
+    defense.step = -defense.step
+    flipped = defense.train()
+    for editor in defense.editors.values():
+        ascended = distance_after_release(editor, faces, (faces + published).clamp(0, 1))
+        descended = distance_after_release(editor, faces, (faces + flipped).clamp(0, 1))
+        assert ascended > 2 * descended, (editor.name, ascended, descended)
