@@ -375,6 +375,24 @@ def test_df_rap_sign_and_budget_after_real_jpeg(faces):
     assert flipped < attacked / 2
 
 
+
+def test_df_rap_attacks_through_comgan_when_it_has_weights(faces, monkeypatch):
+    from benchmark.defenses.df_rap import DFRAP, ComGAN
+
+    calls = []
+    forward = ComGAN.forward
+    monkeypatch.setattr(ComGAN, "forward", lambda self, x: calls.append(x.shape) or forward(self, x))
+    with_comgan = DFRAP(stargan_config(), condition=["Male"], iterations=3,
+                        comgan_weights="random", comgan_dim=4)
+    fallback = DFRAP(stargan_config(), condition=["Male"], iterations=3)
+    protected = with_comgan.protect(faces, [1, 2, 3])
+    assert len(calls) == 3  # attack.py: G(ComG(X), c) once per iteration
+    assert all(shape == faces.shape for shape in calls)
+    assert (release(protected) - faces).abs().max() <= 6.375 / 255 + 1e-6
+    jpeg_protected = fallback.protect(faces, [1, 2, 3])
+    assert len(calls) == 3  # the fallback never calls it
+    assert (release(protected) != release(jpeg_protected)).float().mean() > 0.1
+
 # -- AttGAN -------------------------------------------------------------------------------------
 
 
