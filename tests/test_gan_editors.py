@@ -393,6 +393,30 @@ def test_df_rap_attacks_through_comgan_when_it_has_weights(faces, monkeypatch):
     assert len(calls) == 3  # the fallback never calls it
     assert (release(protected) != release(jpeg_protected)).float().mean() > 0.1
 
+
+def test_df_rap_comgan_jpeg_compresses_comgan_output_as_isjpeg_does(faces):
+    from kornia.enhance import jpeg_codec_differentiable
+
+    from benchmark.defenses.df_rap import DFRAP
+
+    plain = DFRAP(stargan_config(), comgan_weights="random", comgan_dim=4).pgd.transforms[0]
+    both = DFRAP(stargan_config(), comgan_weights="random", comgan_dim=4,
+                 comgan_jpeg=True).pgd.transforms[0]
+    seeds = [s for s in range(200) if plain.quality_for(s) == 100][:1]
+    seeds += [s for s in range(200) if plain.quality_for(s) < 100][:2]
+    with torch.no_grad():
+        comgan = (plain.comgan(faces * 2 - 1) + 1) / 2  # ComGenerator's U-Net on [-1, 1] images
+        assert torch.allclose(plain(faces, seeds), comgan, atol=1e-6)
+        out = both(faces, seeds)
+        assert torch.allclose(out[0], comgan[0], atol=1e-6)  # quality 100: no JPEG
+        for i in (1, 2):
+            q = torch.tensor([float(plain.quality_for(seeds[i]))])
+            expected = jpeg_codec_differentiable(comgan[i:i + 1], q).clamp(0, 1)[0]
+            assert torch.allclose(out[i], expected, atol=1e-5)
+            assert (out[i] - comgan[i]).abs().max() > 1e-3
+    with pytest.raises(BenchError, match="comgan_jpeg"):
+        DFRAP(stargan_config(), comgan_jpeg="yes")
+
 # -- AttGAN -------------------------------------------------------------------------------------
 
 

@@ -18,6 +18,17 @@ Defending against Deepfakes in Real-world Social Network Scenarios", IEEE TIFS 1
   and set `defense.comgan_weights=comgan.pth`. The names are ComGenerator's
   (`conv1.0.weight`, `conv2.0.main.1.running_mean`, `conv2.0.conv1x1.weight`,
   `upsample54.0.weight`, `conv0.0.bias`, ...).
+- ComGenerator also has an `isJPEG` flag (net/ComGAN.py `ComGenerator(dim_in, dim_out,
+  isJPEG=False)`): when true, its forward follows the U-Net with a differentiable JPEG
+  (mlomnitz/DiffJPEG at 256x256) at a quality drawn from data/qf.txt (`qf_sample`), none at
+  quality 100. A state dict holds weights only and drops that flag, so check it where you
+  convert: `torch.load("ComG_model.pt")["ComG"].isJPEG`, and set `defense.comgan_jpeg` to
+  it (default false, ComGenerator's default). With `comgan_jpeg: true` the ComGAN output
+  goes through the project's differentiable JPEG (kornia's `jpeg_codec_differentiable`,
+  as the fallback below) at a quality drawn from the same list, none at 100. Deviations:
+  the quality is drawn per image and gradient step (the reference: one per forward for
+  the batch), and the JPEG output is mapped back to [-1, 1] for the editor (the reference
+  hands DiffJPEG's [0, 1] output to StarGAN as it is).
 
 DEVIATION without ComGAN weights (the default offline): the surrogate is kornia's
 differentiable JPEG (Diff-JPEG, `jpeg_codec_differentiable`) at a quality factor drawn
@@ -104,8 +115,9 @@ class CompressionSurrogate:
     differentiable = True
 
     def __init__(self, comgan: nn.Module | None, qualities: Sequence[int],
-                 frequencies: Sequence[float]):
+                 frequencies: Sequence[float], comgan_jpeg: bool = False):
         self.comgan = comgan
+        self.comgan_jpeg = comgan_jpeg
         self.qualities = list(qualities)
         total = float(sum(frequencies))
         self.frequencies = [f / total for f in frequencies]
@@ -114,8 +126,13 @@ class CompressionSurrogate:
         return int(np.random.default_rng(seed).choice(self.qualities, p=self.frequencies))
 
     def __call__(self, x: torch.Tensor, seeds: Sequence[int]) -> torch.Tensor:
-        if self.comgan is not None:
-            return (self.comgan(x * 2 - 1) + 1) / 2
+        if self.comgan is None:
+            return self.jpeg(x, seeds)
+        y = (self.comgan(x * 2 - 1) + 1) / 2
+        return self.jpeg(y.clamp(0, 1), seeds) if self.comgan_jpeg else y
+
+    def jpeg(self, x: torch.Tensor, seeds: Sequence[int]) -> torch.Tensor:
+        """Differentiable JPEG at each image's drawn quality; quality 100 leaves it as is."""
         from kornia.enhance import jpeg_codec_differentiable
 
         quality = torch.tensor([float(self.quality_for(s)) for s in seeds], device=x.device)
@@ -131,6 +148,7 @@ class DFRAP(GanEditorDefense):
     def __init__(self, editor: dict, condition="all", eps: float = 6.375, step: float = 1.275,
                  iterations: int = 10, random_start: bool = True,
                  comgan_weights: str | None = None, comgan_dim: int = 32,
+                 comgan_jpeg: bool = False,
                  qualities: list[int] = DFRAP_QUALITIES,
                  frequencies: list[float] = DFRAP_FREQUENCIES):
         check(self.name, "qualities", qualities, isinstance(qualities, (list, tuple))
@@ -142,6 +160,8 @@ class DFRAP(GanEditorDefense):
               and sum(frequencies) > 0, f"{len(qualities)} non-negative numbers, one per quality")
         check(self.name, "comgan_dim", comgan_dim, isinstance(comgan_dim, int) and comgan_dim >= 1,
               "an integer >= 1 (32 in DF-RAP's ComGAN)")
+        check(self.name, "comgan_jpeg", comgan_jpeg, isinstance(comgan_jpeg, bool),
+              "true or false (the isJPEG flag of DF-RAP's ComG_model.pt, see df_rap.py)")
         self.comgan_weights = comgan_weights
         path = None if comgan_weights in (None, "") else resolve_weights(
             comgan_weights, f"{self.name}.comgan_weights",
@@ -153,13 +173,15 @@ class DFRAP(GanEditorDefense):
             key = ("comgan", str(path or "random"), comgan_dim, str(self.editor.device))
             comgan = shared(key, lambda: load_network(lambda: ComGAN(comgan_dim), path)
                             .to(self.editor.device))
-            self.surrogate_name = f"ComGAN ({comgan_weights})"
+            self.surrogate_name = f"ComGAN ({comgan_weights})" + (
+                ", then differentiable JPEG (isJPEG)" if comgan_jpeg else "")
         else:
             self.surrogate_name = "kornia differentiable JPEG at DF-RAP's social-network qualities"
             log.warning("df_rap: no ComGAN weights (defense.comgan_weights): optimising through "
                         "%s instead of DF-RAP's learned ComGAN surrogate", self.surrogate_name)
         self.pgd = LinfPGD(eps, step, iterations, random_start, component=self.name,
-                           transforms=[CompressionSurrogate(comgan, qualities, frequencies)])
+                           transforms=[CompressionSurrogate(comgan, qualities, frequencies,
+                                                            comgan_jpeg)])
 
     def protect(self, x: torch.Tensor, seeds: Sequence[int],
                 attributes: list[dict] | None = None) -> torch.Tensor:
