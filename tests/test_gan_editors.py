@@ -114,6 +114,26 @@ def test_stargan_edit_is_deterministic_and_its_target_matters(faces):
     assert (blond - male).abs().mean() > 1e-3
 
 
+
+@pytest.mark.parametrize("editor,first_conv", [("stargan", "main.0"),
+                                               ("attgan", "enc_layers.0.layers.0")])
+def test_gan_editors_feed_images_in_minus_one_to_one(editor, first_conv, one_thread):
+    # the references' loaders: ToTensor then Normalize(mean=0.5, std=0.5), i.e. 2x - 1
+    from benchmark.build import build
+
+    gan = build(stargan_config() if editor == "stargan" else attgan_config())
+    seen = []
+    hook = gan.network.get_submodule(first_conv).register_forward_pre_hook(
+        lambda module, args: seen.append(args[0][:, :3].detach().clone()))
+    try:
+        black_white = torch.stack([torch.zeros(3, SIZE, SIZE), torch.ones(3, SIZE, SIZE)])
+        gan.edit(black_white, [0, 1])
+    finally:
+        hook.remove()
+    (image,) = seen  # StarGAN's first conv also sees the target channels; 3 image channels
+    assert torch.equal(image[0], torch.full_like(image[0], -1.0))
+    assert torch.equal(image[1], torch.full_like(image[1], 1.0))
+
 def test_stargan_seed_target_covers_every_attribute():
     editor = tiny_stargan()
     chosen = {names[0] for names in editor.edit_targets(list(range(200)))}
