@@ -15,6 +15,10 @@ stargan/attacks.py `LinfPGDAttack(epsilon=0.05, k=10, a=0.01)` and stargan/solve
   edit uses (`test_attack` attacks each of the five targets separately), the joint
   sum over all targets (`perturb_joint_class`, `condition: all`) or one target per
   iteration in turn (`perturb_iter_class`, `condition: cycle`), see gan_editors.py.
+  DEVIATION there: the reference's `perturb_joint_class` / `perturb_iter_class` compare
+  every target's output with one `y`, the clean edit for target 0 (`gen_noattack` at
+  `idx == 0` in solver.py `test_attack_cond`); ours compares each target's output with
+  its own clean edit G(x, c_k).
 - the blur-EOT variants (`perturb_blur_eot`) are this defense with
   `eot: [{_target_: benchmark.transforms.filters.GaussianBlur, library: kornia, ...}]`.
 """

@@ -16,6 +16,13 @@ BENCH_STARGAN_WEIGHTS, as `generator=stargan`). Its targets (`condition`):
   Anti-Forgery's loop).
 
 Edit distances are the references' MSE on [-1, 1] images.
+
+DEVIATION in `all` and `cycle`: natanielruiz/disrupting-deepfakes stargan/attacks.py
+`perturb_joint_class` and `perturb_iter_class` take one clean output `y` and compare the
+output of EVERY target with it: solver.py `test_attack_cond` (where their calls stand,
+commented out) passes `gen_noattack` of `idx == 0`, i.e. G(x, c_0), the clean edit for
+target 0. Here each target's output is compared with its own clean edit G(x, c_k), the
+distance the metrics measure for that edit (`edit_l2` of G(x_adv, c_k) vs G(x, c_k)).
 """
 
 from collections.abc import Callable
