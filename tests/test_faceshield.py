@@ -24,6 +24,7 @@ from benchmark.defenses.faceshield import (
     blur_edges,
     dct_matrix,
     edge_mask,
+    gaussian_kernel,
 )
 from benchmark.errors import ConfigValueError, MissingModelError
 from benchmark.generators.ip_adapter import IPAdapterEditor
@@ -103,6 +104,20 @@ def test_edge_blur_smooths_the_step_only_around_its_strongest_edges():
     assert torch.equal(out[..., :6], step[..., :6]) and torch.equal(out[..., 26:], step[..., 26:])
     assert (out[0, 0, 16, 10:14].abs() < 0.99).all()  # blurred across the edge
     assert torch.equal(blur_edges(torch.ones(1, 3, 16, 16)), torch.ones(1, 3, 16, 16))
+
+
+@pytest.mark.parametrize("size,sigma", [(9, 5.0), (3, 0.8), (7, 2.5)])
+def test_gaussian_kernel_is_the_normalised_two_dimensional_gaussian(size, sigma):
+    # written out over the 2-D grid (not as a product of 1-D kernels): exp(-r^2 / 2 sigma^2)
+    # around the middle pixel, divided by its sum
+    kernel = gaussian_kernel(size, sigma)
+    middle = size // 2
+    expected = torch.tensor([[math.exp(-((i - middle) ** 2 + (j - middle) ** 2) / (2 * sigma ** 2))
+                              for j in range(size)] for i in range(size)])
+    expected = expected / expected.sum()
+    assert kernel.shape == (size, size)
+    assert torch.allclose(kernel, expected, rtol=1e-5, atol=1e-7)
+    assert kernel[middle, middle] == kernel.max() and kernel[0, 0] == kernel.min()
 
 
 def test_alignment_without_a_face_is_a_plain_resize(x):

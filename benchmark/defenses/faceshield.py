@@ -144,10 +144,11 @@ def block_dct_lowpass(delta: torch.Tensor, keep=LOW_PASS_8X8) -> torch.Tensor:
 
 
 def gaussian_kernel(size: int, sigma: float) -> torch.Tensor:
-    x = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
-    g = torch.exp(-0.5 * (x / sigma) ** 2)
-    g = g / g.sum()
-    return torch.outer(g, g)
+    """The (size, size) Gaussian that sums to 1 (attack.py `apply_gaussian`: kernel 9, sigma 5),
+    from kornia; `size` is odd (checked at build), so it is centred on the middle pixel."""
+    from kornia.filters import get_gaussian_kernel2d
+
+    return get_gaussian_kernel2d((size, size), (float(sigma), float(sigma)))[0]
 
 
 def _depthwise(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
