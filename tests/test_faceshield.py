@@ -20,6 +20,7 @@ from benchmark.defenses.faceshield import (
     LOW_PASS_8X8,
     FaceAlignment,
     FaceShield,
+    IPAttentionProbe,
     block_dct_lowpass,
     blur_edges,
     dct_matrix,
@@ -153,6 +154,115 @@ def test_faceshield_identity_term_lowers_the_face_similarity(x):
         adv, noisy = similarity(x_adv), similarity(noise_like(x, x_adv))
     assert (adv < noisy).all() and (adv < 2 - 1e-6).all(), (adv, noisy)
 
+
+# written out, independently of the defense's code: the reference's CLIP input (bilinear resize
+# to the encoder's size, CLIP mean / std) and its image-prompt attention (softmax(q k_ip^T /
+# sqrt(d)) of the adapter layers, read from the modules' own outputs during the UNet pass)
+CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+TINY_LEVEL_1 = {"down_blocks.1.attentions.0.transformer_blocks.0.attn2",
+                "down_blocks.1.attentions.1.transformer_blocks.0.attn2",
+                "mid_block.attentions.0.transformer_blocks.0.attn2",
+                "up_blocks.0.attentions.0.transformer_blocks.0.attn2",
+                "up_blocks.0.attentions.1.transformer_blocks.0.attn2",
+                "up_blocks.0.attentions.2.transformer_blocks.0.attn2"}
+
+
+def clip_embedding(defense, v):
+    size = defense.encoder.config.image_size
+    pixels = F.interpolate(v, size=(size, size), mode="bilinear", align_corners=False)
+    pixels = (pixels - torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)) / torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    return defense.encoder(pixels).image_embeds
+
+
+def attention_variances(defense, ref, v) -> list[torch.Tensor]:
+    """Per adapter layer (tiny UNet, levels >= 1), (N, heads, queries) variance over the 4
+    image tokens of the image-prompt attention probabilities, for image v."""
+    unet, outputs, hooks = defense.unet, {}, []
+    for name in sorted(TINY_LEVEL_1):
+        module = unet.get_submodule(name)
+        for part, sub in (("q", module.to_q), ("k", module.processor.to_k_ip[0])):
+            hooks.append(sub.register_forward_hook(
+                lambda m, args, out, key=(name, part): outputs.__setitem__(key, out)))
+    try:
+        unet(ref.latent, torch.zeros(len(v), dtype=torch.long), encoder_hidden_states=ref.text,
+             added_cond_kwargs={"image_embeds": [clip_embedding(defense, v)[:, None]]})
+    finally:
+        for hook in hooks:
+            hook.remove()
+    variances = []
+    for name in sorted(TINY_LEVEL_1):
+        heads = unet.get_submodule(name).heads
+        q, k = outputs[(name, "q")], outputs[(name, "k")]
+        d = q.shape[-1] // heads
+        q = q.view(len(v), -1, heads, d).transpose(1, 2)
+        k = k.view(len(v), -1, heads, d).transpose(1, 2)
+        variances.append(torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(d), dim=-1).var(dim=-1))
+    return variances
+
+
+def test_faceshield_projection_term_moves_the_clip_embedding(x):
+    defense = faceshield(identity_weight=0, attention_weight=0, lowpass=False)
+    # from x itself the L1 term alone has no gradient (|e - e0| at e = e0: torch's sign(0) = 0),
+    # so the attack would never move; in FaceShield the identity term moves it first. Here a
+    # random start gives the term its gradient
+    defense.pgd.random_start = True
+    x_adv = release(defense.protect(x, SEEDS))
+    with torch.no_grad():
+        clean = clip_embedding(defense, x)
+        adv, noisy = ((clip_embedding(defense, v) - clean).abs().mean(1)
+                      for v in (x_adv, noise_like(x, x_adv)))
+    assert (adv > 1.5 * noisy).all(), (adv, noisy)
+
+
+def test_faceshield_attention_term_raises_the_low_variance_of_the_clean_image(x):
+    defense = faceshield(identity_weight=0, projection_weight=0, lowpass=False)
+    ref = defense.reference(x, SEEDS)
+    with torch.no_grad():
+        clean = attention_variances(defense, ref, x)
+    low = []
+    for v in clean:  # the lowest 20 % of each image's variances, per layer
+        threshold = torch.stack([vi.flatten().quantile(0.2) for vi in v]).view(-1, 1, 1)
+        low.append((v < threshold).float())
+    assert len(ref.low) == len(low) and all(torch.equal(a, b) for a, b in zip(ref.low, low))
+
+    def loss(v):  # variance pushed toward 1.875 where the clean one is low
+        return sum(((var - 1.875) * m).pow(2).flatten(1).mean(1)
+                   for var, m in zip(attention_variances(defense, ref, v), low))
+
+    x_adv = release(defense.protect(x, SEEDS))
+    with torch.no_grad():
+        before, adv, noisy = loss(x), loss(x_adv), loss(noise_like(x, x_adv))
+    assert (adv < before).all() and (adv < noisy).all(), (before, adv, noisy)
+    with torch.no_grad():
+        assert torch.allclose(defense.terms(x_adv, ref)[2], adv, rtol=1e-4)
+
+
+def sd15_shaped_ip_unet():
+    """SD 1.5's block layout (3 cross-attention down blocks + 1 plain, mirrored up blocks,
+    2 layers per block) at width 32, with an IP-Adapter processor on every attn2."""
+    from diffusers import UNet2DConditionModel
+    from diffusers.models.attention_processor import AttnProcessor2_0, IPAdapterAttnProcessor2_0
+
+    unet = UNet2DConditionModel(
+        sample_size=8, block_out_channels=(32, 32, 32, 32), layers_per_block=2,
+        cross_attention_dim=32, attention_head_dim=8,
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
+    unet.set_attn_processor({name: IPAdapterAttnProcessor2_0(32, 32)
+                             if name.endswith("attn2.processor") else AttnProcessor2_0()
+                             for name in unet.attn_processors})
+    return unet
+
+
+def test_attention_probe_reads_the_reference_layers():
+    # AttackUnet_IP_all skips down blocks 0-1 and up blocks 2-3 of SD 1.5: it reads down
+    # block 2, the mid block and up block 1
+    layers = IPAttentionProbe(sd15_shaped_ip_unet(), min_level=2).layers
+    blocks = [f"down_blocks.2.attentions.{i}" for i in range(2)] + ["mid_block.attentions.0"]
+    blocks += [f"up_blocks.1.attentions.{i}" for i in range(3)]
+    assert set(layers) == {f"{b}.transformer_blocks.0.attn2" for b in blocks}
+    # the tiny UNet (2 levels): its adapter layers sit at level 1
+    assert set(IPAttentionProbe(faceshield().unet, min_level=1).layers) == TINY_LEVEL_1
 
 def test_faceshield_keeps_its_budget_after_release_and_is_deterministic(x):
     x = release(x)  # an 8-bit image, as read from a file
