@@ -164,3 +164,26 @@ def test_a_sweep_over_a_path_value_makes_one_folder_per_job(workdir):
     jobs = sorted(p.parent for p in (workdir / "sweep").rglob("status.json"))
     assert len(jobs) == 2 and all(job.parent == workdir / "sweep" for job in jobs), jobs
     assert "dataset.root=_" in jobs[0].name
+
+
+def test_an_attack_reports_each_iteration_to_the_progress_bar():
+    from benchmark.defenses.pgd import PGD, iteration_progress
+    from benchmark.runner import Job
+
+    class Bar:  # what the runner's reporter touches of a tqdm bar
+        def __init__(self):
+            self.postfixes = []
+
+        def set_postfix_str(self, text, refresh=True):
+            self.postfixes.append(text)
+
+        def refresh(self):
+            pass
+
+    bar = Bar()
+    token = iteration_progress.set(Job._iteration_reporter(bar, 2))
+    try:
+        PGD(8, 1, 3).maximize(torch.rand(2, 3, 8, 8), lambda x: x.mean((1, 2, 3)), [0, 1])
+    finally:
+        iteration_progress.reset(token)
+    assert bar.postfixes == [f"2 image(s) at iteration {i}/3" for i in (1, 2, 3)]
