@@ -308,6 +308,41 @@ def test_ip_adapter_edit_is_paired_and_reads_the_image_prompt(x):
     assert torch.equal(text_only.edit(x, SEEDS), text_only.edit(other, SEEDS))
 
 
+def test_ip_adapter_negative_branch_gets_a_zero_image_embedding(x):
+    # IP-Adapter's generate: uncond_image_prompt_embeds = image_proj_model(zeros_like(clip
+    # embedding)); diffusers runs the unconditional half of the batch first
+    from benchmark.models import ip_adapter as ipa
+
+    editor = IPAdapterEditor(model="tiny/sd", adapter="tiny/ip-adapter", resolution=32, steps=2,
+                             device=CPU)
+    seen = []
+    hook = editor.unet.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs["added_cond_kwargs"]["image_embeds"][0]),
+        with_kwargs=True)
+    try:
+        editor.edit(x, SEEDS)
+    finally:
+        hook.remove()
+    with torch.no_grad():
+        prompt = ipa.image_embeds(editor.encoder, x, mode="bicubic")  # (2, D), nonzero
+    assert prompt.abs().amax(dim=1).min() > 0
+    # one pipeline per image (2 denoising calls each at least): (zero, its own embedding)
+    assert len(seen) >= 4 and len(seen) % 2 == 0
+    half = len(seen) // 2
+    for i, calls in enumerate((seen[:half], seen[half:])):
+        for embeds in calls:
+            assert embeds.shape == (2, 1, prompt.shape[1])
+            assert torch.equal(embeds[0], torch.zeros_like(embeds[0]))
+            assert torch.allclose(embeds[1, 0], prompt[i], atol=1e-6)
+
+
+def test_ip_adapter_edit_does_not_depend_on_batch_mates(x):
+    editor = IPAdapterEditor(model="tiny/sd", adapter="tiny/ip-adapter", resolution=32, steps=2,
+                             device=CPU)
+    both = editor.edit(x, SEEDS)
+    assert torch.allclose(both[0], editor.edit(x[:1], SEEDS[:1]), atol=1e-5)
+    assert torch.allclose(both[1], editor.edit(x[1:], SEEDS[1:]), atol=1e-5)
+
 def test_missing_adapter_weights_name_the_repository(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path))

@@ -9,7 +9,9 @@ adapter attached as `load_ip_adapter` does (benchmark/models/ip_adapter.py).
 The portrait enters only through its CLIP image embedding (224 px, CLIPImageProcessor's
 bicubic resize and normalisation, computed here on the tensor and handed to the
 pipeline as `ip_adapter_image_embeds`; the unconditional branch of classifier-free
-guidance gets a zero embedding, as diffusers' `encode_image` gives it). The output is
+guidance gets a zero embedding, as diffusers' `encode_image` gives it). Each image is its own
+pipeline call: diffusers' StableDiffusionPipeline repeats given image embeddings for every
+prompt of a batch, which would let each image attend to its batch mates' image tokens. The output is
 text-to-image: `resolution` pixels square, from the seed's latent noise, so G(x) and
 G(T(x_adv)) of one subject start from the same noise and get the same prompt.
 
@@ -29,7 +31,7 @@ from benchmark.models import shared
 
 class IPAdapterEditor(DiffusionEditor):
     name = "ip_adapter"
-    version = "1"
+    version = "2"  # 2: one pipeline call per image (batch mates' image tokens no longer mixed)
     pipeline_class = "StableDiffusionPipeline"
 
     def __init__(self, model: str = "stable-diffusion-v1-5/stable-diffusion-v1-5",
@@ -89,9 +91,17 @@ class IPAdapterEditor(DiffusionEditor):
         import torch
 
         embeds = ipa.image_embeds(self.encoder, x, mode="bicubic")[:, None]  # (N, 1 image, D)
-        if self.guidance > 1:  # diffusers' order: unconditional (zero embedding) first
-            embeds = torch.cat([torch.zeros_like(embeds), embeds])
         ipa.set_scale(pipe.unet, self.scale)  # the UNet is shared with FaceShield
         size = x.shape[-1]
-        return pipe(ip_adapter_image_embeds=[embeds.to(self.device, pipe.unet.dtype)],
-                    height=size, width=size, **common).images
+        # One pipeline call per image: StableDiffusionPipeline.prepare_ip_adapter_image_embeds
+        # repeats the given embeddings batch-size times (it takes them as one prompt's), so in a
+        # batch of N every image's UNet pass would attend to the image tokens of all N.
+        out = []
+        for i in range(len(x)):
+            one = embeds[i:i + 1]
+            if self.guidance > 1:  # diffusers' order: unconditional (zero embedding) first
+                one = torch.cat([torch.zeros_like(one), one])
+            mine = {k: (v[i:i + 1] if isinstance(v, list) else v) for k, v in common.items()}
+            out.append(pipe(ip_adapter_image_embeds=[one.to(self.device, pipe.unet.dtype)],
+                            height=size, width=size, **mine).images)
+        return torch.cat(out)
