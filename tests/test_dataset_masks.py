@@ -226,7 +226,7 @@ def test_mask_dataset_without_dataset_masks_names_both_keys(tmp_path, folder):
 
 
 def test_missing_mask_stops_the_job_before_any_model_runs(tmp_path, folder, monkeypatch):
-    import benchmark.generators.diffusion as d
+    import benchmark.models.sd_pipeline as d
 
     imgs, masks = folder
     (masks / "a.png").unlink()

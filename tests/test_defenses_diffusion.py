@@ -27,12 +27,12 @@ from benchmark.defenses.advdm import AdvDM
 from benchmark.defenses.diffusionguard import DiffusionGuard
 from benchmark.defenses.editshield import DEFAULT_EOT, EditShield
 from benchmark.defenses.facelock import FaceLock, load_lpips
-from benchmark.defenses.latent_diffusion import NoiseStreams, embed_prompts
 from benchmark.defenses.mist import Mist, load_pattern
 from benchmark.defenses.photoguard import PhotoGuardDiffusion, PhotoGuardEncoder, masked_image
 from benchmark.defenses.sds import ScoreDistillation
 from benchmark.errors import ConfigValueError
 from benchmark.images import generator_for
+from benchmark.models.sd_ops import NoiseStreams, embed_prompts
 
 CPU = "cpu"
 SEEDS = [11, 12]

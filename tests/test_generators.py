@@ -9,11 +9,11 @@ from omegaconf import OmegaConf
 
 from benchmark.build import build
 from benchmark.errors import ConfigValueError, MissingModelError
-from benchmark.generators.diffusion import choose
 from benchmark.generators.instruct_pix2pix import InstructPix2Pix
 from benchmark.generators.sd_img2img import SDImg2Img
 from benchmark.generators.sd_inpaint import SDInpaint
 from benchmark.models.encoders import SDVaeEncoder
+from benchmark.models.sd_pipeline import choose
 from benchmark.paths import config_dir
 
 SEEDS = [11, 22]
@@ -205,7 +205,7 @@ def test_real_models_offline_give_the_missing_model_error(kind):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_tiny_experiment_builds_every_generator_without_loading(kind, monkeypatch):
-    import benchmark.generators.diffusion as d
+    import benchmark.models.sd_pipeline as d
 
     cfg = compose_with(["experiment=tiny", f"generator={kind}", "device=cpu"])
     OmegaConf.to_container(cfg, resolve=True)

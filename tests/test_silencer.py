@@ -23,13 +23,13 @@ from conftest import bench
 from benchmark.data.audio import read_wav, sample_audio_path
 from benchmark.data.folder import FolderDataset
 from benchmark.defenses import pgd as pgd_module
-from benchmark.defenses.latent_diffusion import NoiseStreams
 from benchmark.defenses.silencer import SilencerI
 from benchmark.errors import BenchError
 from benchmark.generators.talking_head import TalkingHeadGenerator
 from benchmark.images import generator_for, release, to_pil
 from benchmark.metrics.base import Metric
 from benchmark.metrics.pixel import PSNR
+from benchmark.models.sd_ops import NoiseStreams
 from benchmark.video import PerFrameMetric, tile, untile
 
 pytestmark = pytest.mark.usefixtures("one_thread")

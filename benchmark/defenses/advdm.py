@@ -20,15 +20,10 @@ from collections.abc import Sequence
 import torch
 
 from benchmark.defenses.eot import build_eot
-from benchmark.defenses.latent_diffusion import (
-    DiffusionDefense,
-    NoiseStreams,
-    alphas_cumprod,
-    denoising_loss,
-    encode,
-)
+from benchmark.defenses.latent_diffusion import DiffusionDefense
 from benchmark.defenses.pgd import LinfPGD
 from benchmark.errors import check
+from benchmark.models.sd_ops import NoiseStreams, alphas_cumprod, denoising_loss, encode
 
 DIRECTIONS = ("+", "-")
 

@@ -45,15 +45,10 @@ import torch
 import torch.nn.functional as F
 
 from benchmark.defenses.eot import build_eot
-from benchmark.defenses.latent_diffusion import (
-    DiffusionDefense,
-    NoiseStreams,
-    add_noise,
-    alphas_cumprod,
-    encode,
-)
+from benchmark.defenses.latent_diffusion import DiffusionDefense
 from benchmark.defenses.pgd import PGD
 from benchmark.errors import check
+from benchmark.models.sd_ops import NoiseStreams, add_noise, alphas_cumprod, encode
 
 DEFAULT_EOT = (
     {"_target_": "benchmark.defenses.eot.DiffCenterCrop", "min_fraction": 0.8},

@@ -37,10 +37,11 @@ import torch.nn.functional as F
 
 from benchmark.build import build
 from benchmark.defenses.eot import build_eot
-from benchmark.defenses.latent_diffusion import DiffusionDefense, decode, latent_moments
+from benchmark.defenses.latent_diffusion import DiffusionDefense
 from benchmark.defenses.pgd import LinfPGD
 from benchmark.errors import BenchError, check
 from benchmark.models import shared
+from benchmark.models.sd_ops import decode, latent_moments
 
 LPIPS_NETS = {"vgg": "VGG16_Weights", "alex": "AlexNet_Weights", "squeeze": "SqueezeNet1_1_Weights"}
 FACE_MODELS = {  # named recognisers; any embedder config (a dict with _target_) works too

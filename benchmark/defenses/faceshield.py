@@ -86,12 +86,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmark.build import build
-from benchmark.defenses.latent_diffusion import (
-    DiffusionDefense,
-    NoiseStreams,
-    embed_prompts,
-    encode,
-)
+from benchmark.defenses.latent_diffusion import DiffusionDefense
 from benchmark.defenses.pgd import LinfPGD
 from benchmark.errors import BenchError, check
 from benchmark.images import to_uint8
@@ -99,6 +94,7 @@ from benchmark.models import ip_adapter as ipa
 from benchmark.models import resolve_device, shared
 from benchmark.models.face_align import CROP_SIZE, TEMPLATE_112, five_points, similarity_transform
 from benchmark.models.faces import DETECTORS, FaceDetector
+from benchmark.models.sd_ops import NoiseStreams, embed_prompts, encode
 
 log = logging.getLogger(__name__)
 

@@ -29,17 +29,17 @@ import torch.nn.functional as F
 
 from benchmark.data.patterns import default_pattern
 from benchmark.defenses.eot import build_eot
-from benchmark.defenses.latent_diffusion import (
-    DiffusionDefense,
+from benchmark.defenses.latent_diffusion import DiffusionDefense
+from benchmark.defenses.pgd import LinfPGD
+from benchmark.errors import check
+from benchmark.images import from_pil, read_image
+from benchmark.models.sd_ops import (
     NoiseStreams,
     alphas_cumprod,
     denoising_loss,
     encode,
     latent_moments,
 )
-from benchmark.defenses.pgd import LinfPGD
-from benchmark.errors import check
-from benchmark.images import from_pil, read_image
 
 MODES = ("fused", "textural", "semantic")
 

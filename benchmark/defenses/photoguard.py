@@ -45,18 +45,12 @@ from benchmark.build import build
 from benchmark.data.patterns import default_pattern
 from benchmark.defenses.base import Defense
 from benchmark.defenses.eot import build_eot
-from benchmark.defenses.latent_diffusion import (
-    DiffusionDefense,
-    NoiseStreams,
-    decode,
-    embed_prompts,
-    encode,
-    predict_noise,
-)
+from benchmark.defenses.latent_diffusion import DiffusionDefense
 from benchmark.defenses.masks import FaceMask
 from benchmark.defenses.pgd import PGD, LinfPGD
 from benchmark.errors import check
 from benchmark.images import from_pil, read_image
+from benchmark.models.sd_ops import NoiseStreams, decode, embed_prompts, encode, predict_noise
 
 TARGETS = ("zero", "image")
 VARIANTS = ("img2img", "inpaint")

@@ -44,11 +44,11 @@ from collections.abc import Sequence
 import torch
 
 from benchmark.defenses.base import Defense
-from benchmark.defenses.latent_diffusion import NoiseStreams
 from benchmark.defenses.pgd import LinfPGD
 from benchmark.errors import BenchError, check
 from benchmark.generators.talking_head import check_model
 from benchmark.models import resolve_device
+from benchmark.models.sd_ops import NoiseStreams
 from benchmark.models.talking_head import load_talking_head
 
 

@@ -17,25 +17,11 @@ the image almost unchanged, 0.8 keeps little more than its layout. Only
 int(steps * strength) denoising steps run.
 """
 
-from benchmark.errors import check
 from benchmark.generators.diffusion import DiffusionEditor
+from benchmark.models.sd_pipeline import Img2ImgEditor
 
 
-class SDImg2Img(DiffusionEditor):
+class SDImg2Img(Img2ImgEditor, DiffusionEditor):
     name = "sd_img2img"
     version = "2"  # noise drawn in float32 in every precision
     pipeline_class = "StableDiffusionImg2ImgPipeline"
-
-    def __init__(self, model: str = "stable-diffusion-v1-5/stable-diffusion-v1-5",
-                 prompts=("a photo of a person",), strength: float = 0.5, steps: int = 50,
-                 guidance: float = 7.5, scheduler: str = "default", **kwargs):
-        check(self.name, "strength", strength,
-              isinstance(strength, (int, float)) and 0 < strength <= 1, "a number in (0, 1]")
-        check(self.name, "steps", steps,
-              isinstance(steps, int) and steps >= 1 and int(steps * strength) >= 1,
-              f"an integer with int(steps * strength) >= 1 (strength={strength})")
-        super().__init__(model, prompts, steps, guidance, scheduler, **kwargs)
-        self.strength = float(strength)
-
-    def call_pipeline(self, pipe, x, seeds, common):
-        return pipe(image=x, strength=self.strength, **common).images

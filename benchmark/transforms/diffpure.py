@@ -22,7 +22,7 @@ Strength: t 0 -> 300.
 import torch
 
 from benchmark.errors import check
-from benchmark.generators.sd_img2img import SDImg2Img
+from benchmark.models.sd_pipeline import Img2ImgEditor
 from benchmark.transforms.base import Transform, check_number, lerp
 from benchmark.transforms.resize import resize_tensor
 
@@ -47,9 +47,10 @@ class DiffPure(Transform):
               f"an integer with int(steps * t / 1000) >= 1 (t={t})")
         check(self.name, "prompt", prompt, isinstance(prompt, str), "a string ('' = unconditional)")
         self.t = t
-        self.editor = SDImg2Img(model=model, prompts=[prompt], strength=t / 1000, steps=steps,
-                                guidance=guidance, scheduler=scheduler, resolution=resolution,
-                                dtype=dtype, device=device, max_batch=max_batch)
+        self.editor = Img2ImgEditor(model=model, prompts=[prompt], strength=t / 1000,
+                                    steps=steps, guidance=guidance, scheduler=scheduler,
+                                    resolution=resolution, dtype=dtype, device=device,
+                                    max_batch=max_batch)
         self.editor.name = self.name
 
     def purify(self, x: torch.Tensor, seeds: list[int]) -> torch.Tensor:

@@ -24,11 +24,11 @@ import os
 import torch
 
 from benchmark.defenses.facelock import LPIPS_NETS, load_lpips
-from benchmark.defenses.latent_diffusion import decode, latent_moments
 from benchmark.errors import BenchError, check
 from benchmark.models import DTYPES, resolve_device
 from benchmark.models.diffusion import load_vae
 from benchmark.models.hub import require_parts
+from benchmark.models.sd_ops import decode, latent_moments
 from benchmark.transforms.base import Transform, check_flag, check_number, lerp
 from benchmark.transforms.diffpure import SD15
 

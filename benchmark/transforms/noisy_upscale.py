@@ -98,7 +98,7 @@ class NoisyUpscale(Transform):
         return pipe
 
     def prompt_for(self, seed: int) -> str:
-        from benchmark.generators.diffusion import choose
+        from benchmark.models.sd_pipeline import choose
 
         return choose(self.prompts, seed)
 
