@@ -26,12 +26,13 @@ from benchmark.defenses import pgd as pgd_module
 from benchmark.defenses.advdm import AdvDM
 from benchmark.defenses.diffusionguard import DiffusionGuard
 from benchmark.defenses.editshield import DEFAULT_EOT, EditShield
-from benchmark.defenses.facelock import FaceLock, load_lpips
+from benchmark.defenses.facelock import FaceLock
 from benchmark.defenses.mist import Mist, load_pattern
 from benchmark.defenses.photoguard import PhotoGuardDiffusion, PhotoGuardEncoder, masked_image
 from benchmark.defenses.sds import ScoreDistillation
 from benchmark.errors import ConfigValueError
 from benchmark.images import generator_for
+from benchmark.models.lpips import load_lpips
 from benchmark.models.sd_ops import NoiseStreams, embed_prompts
 
 CPU = "cpu"
@@ -478,7 +479,7 @@ def facelock(**kwargs):
 def test_facelock_raises_identity_distance_latent_shift_and_lpips(x, flipped):
     d = facelock(iterations=8)
     parts = d.parts
-    lpips = load_lpips("squeeze", True, torch.device(CPU))
+    lpips = load_lpips("squeeze", torch.device(CPU), True)
     with torch.no_grad():
         z_clean = parts.vae.encode(x * 2 - 1).latent_dist.mean
         id_clean = d.face_model(x)

@@ -13,7 +13,8 @@ from benchmark.errors import ConfigValueError
 from benchmark.images import to_pil
 from benchmark.metrics.brisque import BRISQUE, brisque_features
 from benchmark.metrics.clip import CLIPScore
-from benchmark.metrics.lpips import LPIPS, backbone_checkpoint
+from benchmark.metrics.lpips import LPIPS
+from benchmark.models.lpips import backbone_checkpoint
 
 # -- LPIPS ----------------------------------------------------------------------------------------
 

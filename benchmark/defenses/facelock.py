@@ -29,7 +29,6 @@ VGG backbone comes from torchvision's download cache; `lpips_random_backbone`
 (tests, tiny runs) uses an untrained one.
 """
 
-import os
 from collections.abc import Sequence
 
 import torch
@@ -40,10 +39,14 @@ from benchmark.defenses.eot import build_eot
 from benchmark.defenses.latent_diffusion import DiffusionDefense
 from benchmark.defenses.pgd import LinfPGD
 from benchmark.errors import BenchError, check
-from benchmark.models import shared
+from benchmark.models.lpips import (
+    LPIPS_NETS,
+    backbone_checkpoint,
+    backbone_weights_name,
+    load_lpips,
+)
 from benchmark.models.sd_ops import decode, latent_moments
 
-LPIPS_NETS = {"vgg": "VGG16_Weights", "alex": "AlexNet_Weights", "squeeze": "SqueezeNet1_1_Weights"}
 FACE_MODELS = {  # named recognisers; any embedder config (a dict with _target_) works too
     "cvlface": {"_target_": "benchmark.defenses.face_id.CVLFaceEmbedder",
                 "model": "minchul/cvlface_adaface_vit_base_kprpe_webface4m",
@@ -65,29 +68,15 @@ RECOGNISER_HINT = (
 
 def _require_backbone(net: str) -> None:
     """LPIPS's backbone comes from torchvision's cache; stop early if it is not there."""
-    import torchvision.models as tvm
-
-    weights = getattr(tvm, LPIPS_NETS[net]).IMAGENET1K_V1
-    path = f"{torch.hub.get_dir()}/checkpoints/{weights.url.rsplit('/', 1)[-1]}"
-    if not os.path.isfile(path):
+    path = backbone_checkpoint(net)
+    if not path.is_file():
         raise BenchError(
-            f"facelock: LPIPS's {net} backbone ({LPIPS_NETS[net]}.IMAGENET1K_V1) is not in "
-            f"torchvision's cache ({os.path.dirname(path)}). Fetch it where there is internet "
-            f"access (python -c \"import torchvision; torchvision.models.{LPIPS_NETS[net]}"
-            f".IMAGENET1K_V1.get_state_dict()\") and copy the cache (TORCH_HOME moves it), or set "
-            f"defense.lpips_random_backbone=true for plumbing runs (untrained features).")
-
-
-def load_lpips(net: str, random_backbone: bool, device: torch.device):
-    def load():
-        import lpips
-
-        model = lpips.LPIPS(net=net, pnet_rand=random_backbone, verbose=False).to(device).eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
-        return model
-
-    return shared(("lpips", net, random_backbone, str(device)), load)
+            f"facelock: LPIPS's {net} backbone ({backbone_weights_name(net)}) is not in "
+            f"torchvision's cache ({path.parent}). Fetch it where there is internet "
+            f"access (python -c \"import torchvision; torchvision.models."
+            f"{backbone_weights_name(net)}.get_state_dict()\") and copy the cache (TORCH_HOME "
+            f"moves it), or set defense.lpips_random_backbone=true for plumbing runs "
+            f"(untrained features).")
 
 
 class FaceLock(DiffusionDefense):
@@ -150,7 +139,7 @@ class FaceLock(DiffusionDefense):
     def protect(self, x: torch.Tensor, seeds: Sequence[int]) -> torch.Tensor:
         parts = self.parts
         x = x.to(self.device)
-        lpips = load_lpips(self.lpips_net, self.lpips_random_backbone, self.device)
+        lpips = load_lpips(self.lpips_net, self.device, self.lpips_random_backbone)
         with torch.no_grad():
             z_clean = latent_moments(parts.vae, x)[0]
             id_clean = self.face_model(x).float()

@@ -15,35 +15,12 @@ Where the file is missing the metric is reported unavailable (one warning naming
 the file and that folder, no rows), never computed on random weights.
 """
 
-import warnings
-from pathlib import Path
-
 import torch
 
 from benchmark.errors import check
 from benchmark.metrics.base import Metric
-from benchmark.models import resolve_device, shared
-
-NETS = ("alex", "vgg", "squeeze")
-
-
-def backbone_checkpoint(net: str) -> Path:
-    """Where torchvision keeps (and looks for) the ImageNet weights of `net`."""
-    from torchvision.models import AlexNet_Weights, SqueezeNet1_1_Weights, VGG16_Weights
-
-    url = {"alex": AlexNet_Weights, "vgg": VGG16_Weights,
-           "squeeze": SqueezeNet1_1_Weights}[net].IMAGENET1K_V1.url
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
-
-
-def load_lpips(net: str, device: torch.device, random_backbone: bool = False) -> torch.nn.Module:
-    import lpips
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torchvision's `pretrained=` deprecation, verbose prints
-        model = lpips.LPIPS(net=net, version="0.1", pnet_rand=random_backbone, verbose=False)
-    model.eval().requires_grad_(False)
-    return model.to(device)
+from benchmark.models import resolve_device
+from benchmark.models.lpips import LPIPS_NETS, backbone_checkpoint, load_lpips
 
 
 class LPIPS(Metric):
@@ -51,7 +28,7 @@ class LPIPS(Metric):
     higher_is_better = False
 
     def __init__(self, net: str = "alex", device: str = "auto", random_backbone: bool = False):
-        check(self.name, "net", net, net in NETS, f"one of {NETS}")
+        check(self.name, "net", net, net in LPIPS_NETS, f"one of {list(LPIPS_NETS)}")
         self.net, self.device = net, resolve_device(device)
         # Only for tests of the plumbing: the numbers mean nothing with a random backbone.
         self.random_backbone = bool(random_backbone)
@@ -64,8 +41,7 @@ class LPIPS(Metric):
 
     @property
     def model(self) -> torch.nn.Module:
-        return shared(("lpips", self.net, self.random_backbone, str(self.device)),
-                      lambda: load_lpips(self.net, self.device, self.random_backbone))
+        return load_lpips(self.net, self.device, self.random_backbone)
 
     def update(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         a = a.to(self.device, torch.float32) * 2 - 1

@@ -19,15 +19,19 @@ absolute numbers. LPIPS's backbone comes from torchvision's download cache;
 Strength: iterations 0 -> 3000.
 """
 
-import os
 
 import torch
 
-from benchmark.defenses.facelock import LPIPS_NETS, load_lpips
 from benchmark.errors import BenchError, check
 from benchmark.models import DTYPES, resolve_device
 from benchmark.models.diffusion import load_vae
 from benchmark.models.hub import require_parts
+from benchmark.models.lpips import (
+    LPIPS_NETS,
+    backbone_checkpoint,
+    backbone_weights_name,
+    load_lpips,
+)
 from benchmark.models.sd_ops import decode, latent_moments
 from benchmark.transforms.base import Transform, check_flag, check_number, lerp
 from benchmark.transforms.diffpure import SD15
@@ -65,15 +69,12 @@ class Impress(Transform):
 
     def _require_backbone(self) -> None:
         """LPIPS's backbone comes from torchvision's download cache: stop early if it is absent."""
-        import torchvision.models as tvm
-
-        weights = getattr(tvm, LPIPS_NETS[self.lpips_net]).IMAGENET1K_V1
-        path = os.path.join(torch.hub.get_dir(), "checkpoints", weights.url.rsplit("/", 1)[-1])
-        if not os.path.isfile(path):
+        path = backbone_checkpoint(self.lpips_net)
+        if not path.is_file():
             raise BenchError(
                 f"impress: LPIPS's {self.lpips_net} backbone is not in torchvision's cache "
                 f"({path}). Fetch it where there is internet access (python -c \"import "
-                f"torchvision; torchvision.models.{LPIPS_NETS[self.lpips_net]}.IMAGENET1K_V1"
+                f"torchvision; torchvision.models.{backbone_weights_name(self.lpips_net)}"
                 f".get_state_dict()\") and copy the cache (TORCH_HOME moves it), or set "
                 f"transform.lpips_random_backbone=true for plumbing runs (untrained features), "
                 f"or transform.alpha=0 (no LPIPS term).")
@@ -86,7 +87,7 @@ class Impress(Transform):
 
     def forward(self, x: torch.Tensor, seeds: list[int]) -> torch.Tensor:
         vae = load_vae(self.model, self.dtype, self.device)
-        lpips = load_lpips(self.lpips_net, self.lpips_random_backbone, self.device) \
+        lpips = load_lpips(self.lpips_net, self.device, self.lpips_random_backbone) \
             if self.alpha > 0 else None
         x_adv = x.detach().to(self.device, torch.float32)
         x_pur = x_adv.clone().requires_grad_(True)
