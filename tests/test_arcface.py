@@ -23,7 +23,7 @@ from benchmark.metrics.face import FDFR, ISM
 from benchmark.models import arcface as arcface_module
 from benchmark.models.arcface import ArcFaceEmbedder, load_state
 from benchmark.models.face_align import TEMPLATE_112, align_crop, similarity_transform
-from benchmark.models.faces import FaceDetector
+from benchmark.models.face_detection import FaceDetector
 from benchmark.models.iresnet import IResNet, arch_of
 
 OBAMA = ("obama-1", "obama-2", "obama-3")

@@ -508,7 +508,7 @@ def test_facelock_face_model_is_pluggable_and_its_own_needs_consent():
         facelock(face_model="arcface")
     with pytest.raises(ConfigValueError, match="trust_remote_code"):
         FaceLock(model="tiny/instruct-pix2pix", lpips_random_backbone=True, device=CPU)
-    custom = facelock(face_model={"_target_": "benchmark.defenses.face_id.RandomFaceEmbedder",
+    custom = facelock(face_model={"_target_": "benchmark.models.face_identity.RandomFaceEmbedder",
                                   "dim": 8, "seed": 3})
     assert custom.face_model(torch.rand(1, 3, 32, 32)).shape == (1, 8)
 

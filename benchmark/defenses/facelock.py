@@ -19,7 +19,7 @@ in [-1, 1] units -> 3.825/255, step 0.01 -> 1.275 decaying linearly to 1/100,
 recogniser with its DFA aligner, timbrooks/instruct-pix2pix, native resolution.
 
 The recogniser is pluggable (`face_model`: `cvlface`, `random` or any embedder
-config, benchmark/defenses/face_id.py): FaceLock's own (`cvlface`) is downloaded
+config, benchmark/models/face_identity.py): FaceLock's own (`cvlface`) is downloaded
 from the Hugging Face hub and runs its repositories' code (opt in with
 `trust_remote_code: true`; without it the defense stops when it is built,
 before any other check, with `RECOGNISER_HINT`: how to fetch and allow it, or
@@ -48,10 +48,11 @@ from benchmark.models.lpips import (
 from benchmark.models.sd_ops import decode, latent_moments
 
 FACE_MODELS = {  # named recognisers; any embedder config (a dict with _target_) works too
-    "cvlface": {"_target_": "benchmark.defenses.face_id.CVLFaceEmbedder",
+    "cvlface": {"_target_": "benchmark.models.face_identity.CVLFaceEmbedder",
                 "model": "minchul/cvlface_adaface_vit_base_kprpe_webface4m",
                 "aligner": "minchul/cvlface_DFA_mobilenet"},
-    "random": {"_target_": "benchmark.defenses.face_id.RandomFaceEmbedder", "dim": 64, "seed": 0},
+    "random": {"_target_": "benchmark.models.face_identity.RandomFaceEmbedder", "dim": 64,
+               "seed": 0},
 }
 
 
@@ -62,7 +63,7 @@ RECOGNISER_HINT = (
     "minchul/cvlface_DFA_mobilenet` (--all: their .py files are needed; they land in the "
     "Hugging Face cache, HF_HOME moves it), 2) run with "
     "defense.trust_remote_code=true. Or choose another recogniser: "
-    "defense.face_model='{_target_: benchmark.defenses.face_id.TorchScriptFaceEmbedder, "
+    "defense.face_model='{_target_: benchmark.models.face_identity.TorchScriptFaceEmbedder, "
     "path: arcface.pt, size: 112}' (not FaceLock's; say so with the numbers)")
 
 

@@ -70,7 +70,7 @@ Deviations, each on purpose:
 
 The recognisers are pluggable (`recognisers`: embedder configs that map aligned
 112x112 faces in [0, 1] to features): the tiny scale uses two RandomFaceEmbedder
-test doubles (benchmark/defenses/face_id.py), whose "identity" means nothing.
+test doubles (benchmark/models/face_identity.py), whose "identity" means nothing.
 """
 
 import logging
@@ -78,12 +78,10 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from benchmark.build import build
 from benchmark.defenses.latent_diffusion import DiffusionDefense
@@ -91,9 +89,9 @@ from benchmark.defenses.pgd import LinfPGD
 from benchmark.errors import BenchError, check
 from benchmark.images import to_uint8
 from benchmark.models import ip_adapter as ipa
-from benchmark.models import resolve_device, shared
+from benchmark.models import shared
 from benchmark.models.face_align import CROP_SIZE, TEMPLATE_112, five_points, similarity_transform
-from benchmark.models.faces import DETECTORS, FaceDetector
+from benchmark.models.face_detection import DETECTORS, FaceDetector
 from benchmark.models.sd_ops import NoiseStreams, embed_prompts, encode
 
 log = logging.getLogger(__name__)
@@ -108,9 +106,6 @@ LOW_PASS_8X8 = ((1, 1, 1, 1, 1, 1, 0, 0),  # kept DCT coefficients: rows = verti
                 (0, 0, 0, 0, 0, 0, 0, 0))
 SOBEL_X = ((1.0, 0.0, -1.0), (2.0, 0.0, -2.0), (1.0, 0.0, -1.0))
 SOBEL_Y = ((1.0, 2.0, 1.0), (0.0, 0.0, 0.0), (-1.0, -2.0, -1.0))
-ARCFACE_ZOO = ("InsightFace's arcface_torch model zoo (github.com/deepinsight/insightface, "
-               "recognition/arcface_torch: ms1mv3_arcface_r50_fp16/backbone.pth, "
-               "ms1mv3_arcface_r100_fp16/backbone.pth)")
 
 
 # -- the perturbation filters ------------------------------------------------------------------
@@ -217,40 +212,6 @@ class FaceAlignment:
         grid = (grid * 2 - 1).view(len(x), CROP_SIZE, CROP_SIZE, 2)
         return F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="zeros",
                              align_corners=True)
-
-
-class ArcFaceRecogniser(nn.Module):
-    """ArcFace IResNet (arcface_torch's backbone.pth) on aligned 112x112 faces in [0, 1],
-    normalised (x - 0.5) / 0.5 as arcface_torch's inference.py; differentiable."""
-
-    name = "arcface"
-
-    def __init__(self, weights: str | None = None, arch: str = "r100", device: str = "auto"):
-        super().__init__()
-        from benchmark.models.arcface import check_arch, resolve_weights
-        from benchmark.models.iresnet import ARCHS
-
-        check(self.name, "arch", arch, arch in ARCHS, f"one of {tuple(ARCHS)}")
-        path, missing = resolve_weights(weights, arch) if weights else (None, "")
-        if path is None:
-            raise BenchError(
-                f"faceshield: ArcFace IResNet-{arch[1:]} weights {weights!r} are not available "
-                f"locally. Download a backbone.pth from {ARCFACE_ZOO} where there is internet "
-                f"access and set its path as the recogniser's `weights` "
-                f"(defense.recognisers.N.weights=/path/backbone.pth). {missing}".strip())
-        check_arch(path, arch, component="faceshield")
-        self.weights, self.arch, self.device = Path(path), arch, resolve_device(device)
-
-    @property
-    def net(self):
-        from benchmark.models.arcface import load_iresnet, weights_digest
-
-        return shared(("arcface", str(self.weights.resolve()), weights_digest(self.weights),
-                       self.arch, str(self.device)),
-                      lambda: load_iresnet(self.weights, self.arch, self.device))
-
-    def forward(self, faces: torch.Tensor) -> torch.Tensor:
-        return self.net((faces.to(self.device, torch.float32) - 0.5) / 0.5)
 
 
 # -- the UNet's image-prompt attention ---------------------------------------------------------

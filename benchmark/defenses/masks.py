@@ -1,7 +1,7 @@
 """Inpainting masks for the defenses that target an inpainting editor.
 
 The rule is the `sd_inpaint` generator's, so that a defense protects the
-region the editor keeps: dlib's best face box (benchmark/models/faces.py),
+region the editor keeps: dlib's best face box (benchmark/models/face_detection.py),
 enlarged by `margin` around its centre; a centre box of side `no_face_box`
 where no face is found. Masks are 1 where the editor repaints: `background`
 keeps the face and repaints the rest (PhotoGuard's and DiffusionGuard's
@@ -42,7 +42,7 @@ class FaceMask:
         self.needs_masks = region == "dataset"
         self.detector = None
         if region not in ("none", "dataset"):
-            from benchmark.models.faces import FaceDetector
+            from benchmark.models.face_detection import FaceDetector
 
             self.detector = FaceDetector(detector, component=component)
 
@@ -59,7 +59,7 @@ class FaceMask:
             return (masks >= 0.5).float()
         if self.region == "none":
             return torch.zeros(n, 1, height, width, device=x.device)
-        from benchmark.models.faces import face_box_masks
+        from benchmark.models.face_detection import face_box_masks
 
         inside, _ = face_box_masks(self.detector, x, self.margin, self.no_face_box)
         return (inside if self.region == "face" else 1 - inside).to(x.device)

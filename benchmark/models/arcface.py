@@ -1,7 +1,7 @@
 """ArcFace face embeddings (Deng et al., CVPR 2019) for the `ism` metric: detection, five-point
 alignment, InsightFace's IResNet.
 
-Per image: dlib's face detector (benchmark.models.faces.FaceDetector, the same
+Per image: dlib's face detector (benchmark.models.face_detection.FaceDetector, the same
 options as FDFR's), dlib's 68-point landmarks on the most confident face, reduced
 to ArcFace's five points and warped onto the 112x112 template
 (benchmark.models.face_align), then the IResNet (benchmark.models.iresnet) on the
@@ -25,13 +25,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmark.errors import BenchError, ConfigValueError, MissingPackageError
+from benchmark.errors import BenchError, ConfigValueError, MissingPackageError, check
 from benchmark.images import to_uint8
 from benchmark.models import resolve_device, shared
 from benchmark.models.face_align import CROP_SIZE, align_crop, five_points
-from benchmark.models.faces import FaceDetector
+from benchmark.models.face_detection import FaceDetector
 from benchmark.models.hub import cached_file, hub_cache_dir, is_path, load_checkpoint
-from benchmark.models.iresnet import EMBEDDING_DIM, IResNet, arch_of
+from benchmark.models.iresnet import ARCHS, EMBEDDING_DIM, IResNet, arch_of
 
 HOW_TO_GET = ("InsightFace's arcface_torch model zoo (github.com/deepinsight/insightface, "
               "recognition/arcface_torch, e.g. ms1mv3_arcface_r100_fp16/backbone.pth for "
@@ -167,3 +167,39 @@ class ArcFaceEmbedder(nn.Module):
             with torch.no_grad():
                 out[rows, 1:] = self.net(faces.to(self.device)).float().cpu()
         return out
+
+
+ARCFACE_ZOO = ("InsightFace's arcface_torch model zoo (github.com/deepinsight/insightface, "
+               "recognition/arcface_torch: ms1mv3_arcface_r50_fp16/backbone.pth, "
+               "ms1mv3_arcface_r100_fp16/backbone.pth)")
+
+
+class ArcFaceRecogniser(nn.Module):
+    """ArcFace IResNet (arcface_torch's backbone.pth) on aligned 112x112 faces in [0, 1],
+    normalised (x - 0.5) / 0.5 as arcface_torch's inference.py; differentiable (FaceShield's
+    identity term)."""
+
+    name = "arcface"
+
+    def __init__(self, weights: str | None = None, arch: str = "r100", device: str = "auto"):
+        super().__init__()
+        check(self.name, "arch", arch, arch in ARCHS, f"one of {tuple(ARCHS)}")
+        path, missing = resolve_weights(weights, arch) if weights else (None, "")
+        if path is None:
+            raise BenchError(
+                f"{self.name}: ArcFace IResNet-{arch[1:]} weights {weights!r} are not available "
+                f"locally. Download a backbone.pth from {ARCFACE_ZOO} where there is internet "
+                f"access and set its path as the recogniser's `weights` "
+                f"(FaceShield: defense.recognisers.N.weights=/path/backbone.pth). "
+                f"{missing}".strip())
+        check_arch(path, arch, component=self.name)
+        self.weights, self.arch, self.device = Path(path), arch, resolve_device(device)
+
+    @property
+    def net(self):
+        return shared(("arcface", str(self.weights.resolve()), weights_digest(self.weights),
+                       self.arch, str(self.device)),
+                      lambda: load_iresnet(self.weights, self.arch, self.device))
+
+    def forward(self, faces: torch.Tensor) -> torch.Tensor:
+        return self.net((faces.to(self.device, torch.float32) - 0.5) / 0.5)

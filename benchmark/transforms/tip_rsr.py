@@ -55,7 +55,7 @@ Deviations, all stated:
   results do not depend on the device; the background only reaches the output
   where the parser puts a face class outside GFPGAN's paste mask (ears, neck).
 - Face detection: RetinaFace's weights are not loadable offline. `landmarks: dlib`
-  finds faces with dlib (benchmark.models.faces, `detector` hog or cnn) and takes the
+  finds faces with dlib (benchmark.models.face_detection, `detector` hog or cnn) and takes the
   five points (eye centres, nose tip, mouth corners) from dlib's 68 landmarks
   (benchmark.models.face_align.five_points); RetinaFace predicts those five points
   directly, so points (and which faces are found) differ slightly. `landmarks:
@@ -185,7 +185,7 @@ class TipRsr(Transform):
         self.landmarks = check_choice(self.name, "landmarks", landmarks, LANDMARKS)
         self.detector = None
         if landmarks == "dlib":
-            from benchmark.models.faces import FaceDetector
+            from benchmark.models.face_detection import FaceDetector
 
             self.detector = FaceDetector(detector, component=self.name)
         self.as_saved = check_flag(self.name, "as_saved", as_saved)

