@@ -430,7 +430,7 @@ def test_editshield_rotate_setting_starts_from_the_rotated_image(x):
 
 
 def test_editshield_eot_goes_through_each_differentiable_transform(x, monkeypatch):
-    from benchmark.defenses import eot
+    from benchmark.transforms import diff_geometry as eot
 
     calls = {}
     for cls in (eot.DiffRotate, eot.DiffCenterCrop):
@@ -452,7 +452,7 @@ def test_editshield_eot_goes_through_each_differentiable_transform(x, monkeypatc
 
 
 def test_eot_rotation_and_crop_are_differentiable_and_seeded():
-    from benchmark.defenses.eot import DiffCenterCrop, DiffRotate
+    from benchmark.transforms.diff_geometry import DiffCenterCrop, DiffRotate
 
     v = torch.rand(2, 3, 16, 16, requires_grad=True)
     for t in (DiffRotate(10), DiffCenterCrop(0.5)):

@@ -51,9 +51,9 @@ from benchmark.errors import check
 from benchmark.models.sd_ops import NoiseStreams, add_noise, alphas_cumprod, encode
 
 DEFAULT_EOT = (
-    {"_target_": "benchmark.defenses.eot.DiffCenterCrop", "min_fraction": 0.8},
+    {"_target_": "benchmark.transforms.diff_geometry.DiffCenterCrop", "min_fraction": 0.8},
     {"_target_": "benchmark.transforms.filters.GaussianBlur", "sigma": 1.5, "library": "kornia"},
-    {"_target_": "benchmark.defenses.eot.DiffRotate", "degrees": 5.0},
+    {"_target_": "benchmark.transforms.diff_geometry.DiffRotate", "degrees": 5.0},
 )
 # setting -> (beta, blur_weight) of the public scripts
 SETTINGS = {"gaussian": (0.1, 0.1), "center": (0.1, 0.0), "rotate": (0.0, 0.0),
