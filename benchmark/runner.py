@@ -10,55 +10,49 @@ computed, rounded to 8 bits and stored), then scores every metric on every pair:
 Seeds derive from (global seed, clean image identity, stage), so T(x) and
 T(x_adv) share randomness, and so do all generations of one subject.
 
-Per-image side information: a component whose `needs_masks` is true (sd_inpaint
-with mask=dataset, the inpainting defenses with mask.region=dataset) gets the dataset's mask of each clean image as `masks=`, and
-the mask's content joins that item's cache key; the job checks at its start that
-every image has its mask. Likewise a component whose `needs_attributes` is true (the
-GAN attribute editors and the defenses that attack them) gets each clean image's row of
-`dataset.attributes` as `attributes=` (a list of {name: 0 or 1}), part of its cache key.
-And a component whose `needs_audio` is true (the talking-head generator, Silencer-I) gets each
-clean image's clip of `dataset.audio` as `audio=` (benchmark.data.audio), its content in the key;
-a generator that makes videos returns them as film strips and the metrics score them frame by
-frame (benchmark.video).
+Side inputs (dataset masks, attributes, audio): benchmark.side_inputs; videos travel as
+film strips (benchmark.video); scoring: benchmark.scoring; progress: benchmark.progress.
 """
 
 import json
 import logging
-import math
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from benchmark import side_inputs
 from benchmark.build import build
 from benchmark.cache import ArtifactCache, cache_key
-from benchmark.defenses.pgd import iteration_progress
 from benchmark.errors import BenchError, UnreadableImageError
 from benchmark.images import content_key, derive_seed, release
 from benchmark.models import resolve_device
-from benchmark.schema import PAIRS, RECIPES, STAGE_COMPONENT, JobResult
-from benchmark.video import per_frame
+from benchmark.progress import stage_bar, working
+from benchmark.schema import (
+    PAIRS,
+    RECIPES,
+    STAGE_COMPONENT,
+    JobResult,
+    needed_images,
+    variant_label,
+)
+from benchmark.scoring import Scores, build_metrics
 
 log = logging.getLogger(__name__)
+
+# the call that makes each stage's output: one verb per component kind
+STAGE_CALLS = {"protect": lambda c: c.protect, "transform": lambda c: c,
+               "generate": lambda c: c.edit}
+
 
 def _integer(cfg: DictConfig, key: str, low: int, expected: str) -> int:
     value = cfg.get(key)
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise BenchError(f"{key}={value!r} is invalid; expected {expected}")
     return value
-
-
-def _variant_label(label: str, setting: str) -> str:
-    """`stargan(target=all)` with setting `target=[Male]` -> `stargan(target=[Male])`: the label
-    the same edit gets from a sweep over that setting."""
-    key = setting.split("=", 1)[0]
-    base, _, params = label.partition("(")
-    kept = [p for p in params.rstrip(")").split(",") if p and not p.startswith(f"{key}=")]
-    return f"{base}({','.join([*kept, setting])})"
 
 
 @dataclass
@@ -69,24 +63,6 @@ class StageStats:
     seconds: float = 0.0
 
 
-
-
-def _needed_images(pairs: list[str]) -> list[str]:
-    """Every image the pairs need, dependencies first."""
-    order: list[str] = []
-
-    def visit(name: str) -> None:
-        if name in order or name == "x":
-            return
-        visit(RECIPES[name][1])
-        order.append(name)
-
-    for pair in pairs:
-        for name in PAIRS[pair]:
-            visit(name)
-    return order
-
-
 @dataclass
 class _Batch:
     ids: list[str]
@@ -94,7 +70,7 @@ class _Batch:
     keys: dict[str, list[str]] = field(default_factory=dict)
     masks: torch.Tensor | None = None  # (N, 1, H, W) dataset masks, when a component uses them
     mask_keys: list[str] | None = None
-    attributes: list[dict] | None = None  # each image's dataset attributes, when a component uses them
+    attributes: list[dict] | None = None  # each image's dataset row, when a component uses it
     audio: list | None = None  # each image's dataset audio clip, when a component uses it
 
 
@@ -114,35 +90,16 @@ class Job:
         # Cheap components first, so that a bad value stops the job before any model loads.
         self.dataset = build(cfg.dataset, "dataset")
         self.transform = build(cfg.transform, "transform")
-        if getattr(self.transform, "changes_size", False):
+        if self.transform.changes_size:
             raise BenchError("transform: restore=false changes the image size, so T(x_adv) cannot "
                              "be compared with x; keep restore=true for a job's transform (use "
                              "restore=false only for steps inside transform=chain)")
         self.generator = build(cfg.generator, "generator")
         self.defense = build(cfg.defense, "defense")
-        self.metrics = {name: build(mcfg, f"metric.{name}") for name, mcfg in cfg.metric.items()}
-        skip_unavailable = bool(cfg.get("skip_unavailable_metrics", False))
-        for name, metric in list(self.metrics.items()):
-            if not getattr(metric, "available", True):
-                if not skip_unavailable:
-                    raise BenchError(
-                        f"metric.{name} is unavailable: {metric.unavailable_reason}\n(provide "
-                        f"what it needs, drop it from metric=[...], or run with "
-                        f"skip_unavailable_metrics=true to go on without its rows)")
-                log.warning("metric %s is unavailable, it writes no rows "
-                            "(skip_unavailable_metrics=true): %s", name,
-                            metric.unavailable_reason)
-                del self.metrics[name]
-                continue
-            metric.name = name
-            if metric.relative_to and metric.relative_to not in PAIRS:
-                raise BenchError(f"metric.{name}: relative_to={metric.relative_to!r} is not a pair")
+        self.metrics = build_metrics(cfg, self.generator.frames)
         self.components = {"protect": self.defense, "transform": self.transform,
                            "generate": self.generator}
-        self.uses_masks = self._check_masks()
-        self.uses_attributes = self._check_attributes()
-        self.uses_audio = self._check_audio()
-        self.metrics = per_frame(self.metrics, getattr(self.generator, "frames", 1))
+        self.side = side_inputs.SideInputs.check(self.dataset, self.components)
         self.configs = {stage: OmegaConf.to_container(cfg[group], resolve=True)
                         for stage, group in STAGE_COMPONENT.items()}
         self.labels = {"dataset": type(self.dataset).name, "defense": self.defense.name,
@@ -156,55 +113,6 @@ class Job:
 
     # -- stages ---------------------------------------------------------------------------------
 
-    def _bar(self, stage: str, total: int) -> tqdm:
-        if stage not in self._bars:
-            self._bars[stage] = tqdm(total=total, desc=f"{stage:<9}", unit="img", leave=True,
-                                     disable=not self.progress, dynamic_ncols=True)
-        return self._bars[stage]
-
-    def _check_masks(self) -> bool:
-        """Whether a component takes the dataset's masks; if so, each image must have one."""
-        users = [f"{STAGE_COMPONENT[stage]}.{getattr(c, 'masks_option', 'mask=dataset')}"
-                 for stage, c in self.components.items() if getattr(c, "needs_masks", False)]
-        if not users:
-            return False
-        if getattr(self.dataset, "masks", None) is None:
-            raise BenchError(f"{users[0]} needs one mask per image, but dataset.masks is not "
-                             "set: add dataset.masks=/path/to/masks (the mask of "
-                             "<root>/<rel>/<stem>.<ext> is <masks>/<rel>/<stem>.png or any image "
-                             "extension, white = repaint)")
-        self.dataset.check_masks()  # directory listings only: before any model runs
-        return True
-
-    def _check_attributes(self) -> bool:
-        """Whether a component takes the dataset's attributes; if so, each image must have a row."""
-        users = [STAGE_COMPONENT[stage] for stage, c in self.components.items()
-                 if getattr(c, "needs_attributes", False)]
-        if not users:
-            return False
-        table = getattr(self.dataset, "attribute_table", None)
-        if table is None:
-            raise BenchError(f"{users[0]} edits relative to each image's attributes, but "
-                             "dataset.attributes is not set: add dataset.attributes=/path/to/"
-                             "list_attr_celeba.txt (CelebA format), or give the editor fixed "
-                             "source attributes (generator.source={Male: 1, Young: 1})")
-        table.check(self.dataset.paths)
-        return True
-
-    def _check_audio(self) -> bool:
-        """Whether a component takes the dataset's audio; if so, each image must have a clip."""
-        users = [STAGE_COMPONENT[stage] for stage, c in self.components.items()
-                 if getattr(c, "needs_audio", False)]
-        if not users:
-            return False
-        if getattr(self.dataset, "audio", None) is None:
-            raise BenchError(f"{users[0]} needs each image's driving audio clip, but "
-                             "dataset.audio is not set: add dataset.audio=/path/to/clip.wav (one "
-                             "for every image), a folder of <stem>.wav files, or 'sample' (the "
-                             "synthetic clip shipped with bench)")
-        self.dataset.check_audio()
-        return True
-
     def _run_stage(self, stage: str, inputs: torch.Tensor, input_keys: list[str],
                    clean_keys: list[str], batch: _Batch | None = None
                    ) -> tuple[torch.Tensor, list[str]]:
@@ -212,46 +120,17 @@ class Job:
         if component.is_identity:
             return inputs, input_keys
         seeds = [derive_seed(self.seed, k, stage) for k in clean_keys]
-        item_inputs = [[k] for k in input_keys]
-        masked = getattr(component, "needs_masks", False)
-        if masked:  # the clean image's mask is an input of the item too
-            item_inputs = [[k, f"mask:{m}"] for k, m in zip(input_keys, batch.mask_keys)]
-        attributed = getattr(component, "needs_attributes", False)
-        if attributed:  # the clean image's attributes change the edit: part of the item
-            item_inputs = [ins + ["attributes:" + json.dumps(a, sort_keys=True)]
-                           for ins, a in zip(item_inputs, batch.attributes)]
-        voiced = getattr(component, "needs_audio", False)
-        if voiced:  # the clean image's audio clip drives the video: part of the item
-            item_inputs = [ins + [f"audio:{a.key}"] for ins, a in zip(item_inputs, batch.audio)]
+        item_inputs = side_inputs.item_inputs(component, input_keys, batch)
         keys = [cache_key(stage, self.configs[stage], component.version, ins, s)
                 for ins, s in zip(item_inputs, seeds)]
 
         def compute(indices: list[int]) -> list[torch.Tensor]:
             x = inputs[indices].to(self.device)
             miss_seeds = [seeds[i] for i in indices]
-            side = {"masks": batch.masks[indices].to(self.device)} if masked else {}
-            if attributed:
-                side["attributes"] = [batch.attributes[i] for i in indices]
-            if voiced:
-                side["audio"] = [batch.audio[i] for i in indices]
+            side = side_inputs.arguments(component, batch, indices, self.device)
             began = time.perf_counter()
-            bar = self._bars.get(stage)
-            if bar is not None and bar.disable:
-                bar = None
-            if bar is not None and bar.n == 0:  # its rate counts from its own first work
-                bar.start_t = bar._time()
-            if stage == "protect":
-                token = iteration_progress.set(self._iteration_reporter(bar, len(indices)))
-                try:
-                    y = component.protect(x, miss_seeds, **side)
-                finally:
-                    iteration_progress.reset(token)
-                    if bar is not None:
-                        bar.set_postfix_str("")
-            elif stage == "transform":
-                y = component(x, miss_seeds, **side)
-            else:
-                y = component.edit(x, miss_seeds, **side)
+            with working(self._bars.get(stage), len(indices)):
+                y = STAGE_CALLS[stage](component)(x, miss_seeds, **side)
             y = release(y.detach()).cpu()
             # the component's own time per image (cost figures read it even when cached later)
             per_image = (time.perf_counter() - began) / len(indices)
@@ -270,43 +149,12 @@ class Job:
             self._stage_of[k] = stage
         return torch.stack(outputs), keys
 
-    @staticmethod
-    def _iteration_reporter(bar: tqdm | None, images: int):
-        """Shows the attack's iteration on the protect bar, which moves once per batch."""
-        if bar is None:
-            return None
-
-        def report(i: int, iterations: int) -> None:
-            bar.set_postfix_str(f"{images} image(s) at iteration {i + 1}/{iterations}",
-                                refresh=False)
-            bar.refresh()
-
-        return report
-
     def _count(self, stage: str, total: int, computed: int, waited: int, start: float) -> None:
         stats = self.stats[stage]
         stats.computed += computed
         stats.cached += total - computed
         stats.waited += waited
         stats.seconds += time.perf_counter() - start
-
-    def _embed(self, metric, images: torch.Tensor, keys: list[str]) -> torch.Tensor:
-        version = getattr(metric.embedder, "version", "1")
-        ekeys = [cache_key("embed", metric.embedder_config, version, [k], None) for k in keys]
-
-        def compute(indices: list[int]) -> list[np.ndarray]:
-            with torch.no_grad():
-                feats = metric.embedder(images[indices].to(self.device)).float().cpu().numpy()
-            for j, i in enumerate(indices):
-                self.cache.save_array("embed", ekeys[i], feats[j], {
-                    "config": metric.embedder_config, "version": version, "inputs": [keys[i]]})
-            return list(feats)
-
-        start = time.perf_counter()
-        arrays, computed, waited = self.cache.load_or_compute(
-            "embed", ekeys, lambda k: self.cache.load_array("embed", k), compute)
-        self._count("embed", len(ekeys), computed, waited, start)
-        return torch.from_numpy(np.stack(arrays))
 
     def _keep_clean(self, ids: list[str], x: torch.Tensor, keys: list[str]) -> None:
         """Store the clean images too, so that figures can show them next to their edits."""
@@ -322,7 +170,7 @@ class Job:
         ids, xs, masks, paths = [], [], [], []
         for index in range(len(self.dataset)):
             try:
-                sample = (self.dataset.load(index, with_mask=True) if self.uses_masks
+                sample = (self.dataset.load(index, with_mask=True) if self.side.masks
                           else self.dataset.load(index))
             except UnreadableImageError as e:
                 if self.strict:
@@ -335,10 +183,10 @@ class Job:
             masks.append(sample.mask)
             paths.append(str(sample.path))
             if len(ids) == self.batch_size:
-                yield ids, torch.stack(xs), torch.stack(masks) if self.uses_masks else None, paths
+                yield ids, torch.stack(xs), torch.stack(masks) if self.side.masks else None, paths
                 ids, xs, masks, paths = [], [], [], []
         if ids:
-            yield ids, torch.stack(xs), torch.stack(masks) if self.uses_masks else None, paths
+            yield ids, torch.stack(xs), torch.stack(masks) if self.side.masks else None, paths
 
     def job_key(self) -> str:
         """Identity of the whole job: configs, versions and the dataset files' stat."""
@@ -347,25 +195,7 @@ class Job:
                                         "pairs", "seed", "strict")}
         versions = {stage: c.version for stage, c in self.components.items()}
         versions.update({f"metric.{n}": m.version for n, m in self.metrics.items()})
-        files = []
-        for p in self.dataset.paths:
-            try:
-                st = p.stat()
-                files.append([str(p), st.st_size, st.st_mtime_ns])
-            except OSError:  # a dangling link: unreadable, counted by the job
-                files.append([str(p), None, None])
-                continue
-            if getattr(self.dataset, "masks", None) is not None:  # its mask file(s) too
-                for m in self.dataset.mask_files(p):
-                    mst = m.stat()
-                    files[-1] += [str(m), mst.st_size, mst.st_mtime_ns]
-        for a in sorted(set(self.dataset.audio_files()) if self.uses_audio else []):
-            ast = a.stat()
-            files.append([str(a), ast.st_size, ast.st_mtime_ns])
-        table = getattr(self.dataset, "attribute_table", None)
-        if table is not None:
-            ast = table.path.stat()
-            files.append([str(table.path), ast.st_size, ast.st_mtime_ns])
+        files = self.dataset.file_stats(audio=self.side.audio)
         return cache_key("job", semantic, json.dumps(versions, sort_keys=True),
                          [json.dumps(files), json.dumps(self.labels, sort_keys=True)], self.seed)
 
@@ -390,19 +220,16 @@ class Job:
         """(generator label, generator, its config) per edit the job makes: one, or one per
         target of a generator that edits several (StarGAN with target=all)."""
         label = self.labels["generator"]
-        variants = self.generator.variants() if hasattr(self.generator, "variants") else None
+        variants = self.generator.variants()
         if not variants:
             return [(label, self.generator, self.configs["generate"])]
-        return [(_variant_label(label, suffix), generator, {**self.configs["generate"], **change})
+        return [(variant_label(label, suffix), generator, {**self.configs["generate"], **change})
                 for suffix, generator, change in variants]
 
     def _compute(self) -> JobResult:
         start = time.perf_counter()
-        metric_pairs = list(self.pairs)
-        for metric in self.metrics.values():
-            if metric.relative_to and metric.relative_to not in metric_pairs:
-                metric_pairs.append(metric.relative_to)
-        needed = _needed_images(metric_pairs)
+        scores = Scores(self.metrics, self.pairs, self.cache, self.device, self._count)
+        needed = needed_images(scores.scored)
         shared_images = [n for n in needed if RECIPES[n][0] != "generate"]
         edits = [n for n in needed if RECIPES[n][0] == "generate"]
         variants = self._variants()
@@ -413,19 +240,16 @@ class Job:
         n_images = len(self.dataset)
         for stage, count in per_stage.items():
             if not self.components[stage].is_identity:
-                self._bar(stage, count * n_images)
+                self._bars[stage] = stage_bar(stage, count * n_images, self.progress)
 
-        # per (generator label, metric, pair): per-image values, or set-level inputs
-        per_sample: dict[tuple, list[torch.Tensor]] = defaultdict(list)
-        set_inputs: dict[tuple, tuple[list, list]] = defaultdict(lambda: ([], []))
         image_ids: list[str] = []
         images: list[dict] = []
         for ids, x, masks, paths in self._batches():
             batch = _Batch(ids, {"x": x}, {"x": [content_key(xi) for xi in x]}, masks,
                            None if masks is None else [content_key(m) for m in masks])
-            if self.uses_attributes:
+            if self.side.attributes:
                 batch.attributes = [self.dataset.attributes_of(i) for i in ids]
-            if self.uses_audio:
+            if self.side.audio:
                 batch.audio = [self.dataset.audio_of(i) for i in ids]
             self._keep_clean(ids, x, batch.keys["x"])
             image_ids += ids
@@ -437,10 +261,10 @@ class Job:
                     images += [{"image_id": i, "image": name, "stage": self._stage_of[k],
                                 "key": k, "path": path, "generator": label}
                                for i, k, path in zip(ids, batch.keys[name], paths)]
-                self._score(label, metric_pairs, batch, per_sample, set_inputs)
+                scores.update(label, batch.images, batch.keys)
         for bar in self._bars.values():
             bar.close()
-        small = getattr(self.dataset, "undersized", {})
+        small = self.dataset.undersized
         if small:
             shown = ", ".join(f"{p.name} ({side} px)" for p, side in list(small.items())[:5])
             log.warning("%d image(s) have a crop smaller than dataset.min_size=%d px and were "
@@ -449,8 +273,9 @@ class Job:
         if not image_ids:
             raise BenchError(f"dataset: no readable images ({len(self.unreadable)} unreadable)")
         self.components["generate"], self.configs["generate"] = original
+        base = {k: self.labels[k] for k in ("dataset", "defense", "transform")}
         rows = [row for label, _, _ in variants
-                for row in self._rows(label, image_ids, per_sample, set_inputs)]
+                for row in scores.rows(label, base, image_ids, self.seed)]
         stats = {
             "stages": {stage: asdict(s) for stage, s in self.stats.items()},
             "images": len(image_ids),
@@ -470,58 +295,3 @@ class Job:
                 stage, batch.images[source], batch.keys[source], batch.keys["x"], batch)
             if stage in self._bars:
                 self._bars[stage].update(len(batch.ids))
-
-    def _score(self, label: str, metric_pairs: list[str], batch: _Batch, per_sample: dict,
-               set_inputs: dict) -> None:
-        for metric_name, metric in self.metrics.items():
-            for pair in metric_pairs:
-                a_name, b_name = PAIRS[pair]
-                a, b = batch.images[a_name], batch.images[b_name]
-                if metric.embedder is not None:
-                    a = self._embed(metric, a, batch.keys[a_name])
-                    b = self._embed(metric, b, batch.keys[b_name])
-                if metric.set_level:
-                    set_inputs[(label, metric_name, pair)][0].append(a)
-                    set_inputs[(label, metric_name, pair)][1].append(b)
-                else:
-                    per_sample[(label, metric_name, pair)].append(
-                        metric.update(a, b).double().cpu())
-
-    def _rows(self, label: str, image_ids: list[str], per_sample: dict,
-              set_inputs: dict) -> list[dict]:
-        """The result rows of one generator label: per image, or one set-level row."""
-        rows = []
-        base = {k: self.labels[k] for k in ("dataset", "defense", "transform")}
-        base["generator"] = label
-        for metric_name, metric in self.metrics.items():
-            for pair in self.pairs:
-                if metric.relative_to == pair:
-                    continue  # identically 1
-                if metric.set_level:
-                    a, b = set_inputs[(label, metric_name, pair)]
-                    metric.reset()
-                    metric.update(torch.cat(a), torch.cat(b))
-                    value = metric.compute()
-                    if value is not None:
-                        rows.append({**base, "image_id": "*", "seed": self.seed, "pair": pair,
-                                     "metric": metric_name, "value": value, "n": len(image_ids)})
-                    continue
-                values = torch.cat(per_sample[(label, metric_name, pair)])
-                if metric.relative_to:
-                    denominator = torch.cat(per_sample[(label, metric_name, metric.relative_to)])
-                    values = torch.where(denominator > 0, values / denominator, math.nan)
-                dropped = 0
-                for image_id, value in zip(image_ids, values.tolist()):
-                    if math.isnan(value):
-                        dropped += 1
-                        continue
-                    rows.append({**base, "image_id": image_id, "seed": self.seed, "pair": pair,
-                                 "metric": metric_name, "value": value, "n": 1})
-                if dropped and metric.relative_to:
-                    log.warning("%s on pair %s: unavailable for %d image(s) (its reference "
-                                "pair %s is zero: the defense does not move the encoder)",
-                                metric_name, pair, dropped, metric.relative_to)
-                elif dropped:  # NaN = no value for that image (e.g. no face found)
-                    log.warning("%s on pair %s: no value for %d image(s)", metric_name, pair,
-                                dropped)
-        return rows

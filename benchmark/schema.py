@@ -49,6 +49,31 @@ def base_label(label: str) -> str:
     return str(label).split("(", 1)[0]
 
 
+def needed_images(pairs: list[str]) -> list[str]:
+    """Every image the pairs need, dependencies first."""
+    order: list[str] = []
+
+    def visit(name: str) -> None:
+        if name in order or name == "x":
+            return
+        visit(RECIPES[name][1])
+        order.append(name)
+
+    for pair in pairs:
+        for name in PAIRS[pair]:
+            visit(name)
+    return order
+
+
+def variant_label(label: str, setting: str) -> str:
+    """`stargan(target=all)` with setting `target=[Male]` -> `stargan(target=[Male])`: the label
+    the same edit gets from a sweep over that setting."""
+    key = setting.split("=", 1)[0]
+    base, _, params = label.partition("(")
+    kept = [p for p in params.rstrip(")").split(",") if p and not p.startswith(f"{key}=")]
+    return f"{base}({','.join([*kept, setting])})"
+
+
 @dataclass
 class JobResult:
     rows: list[dict]

@@ -205,7 +205,7 @@ def test_dataset_attributes_reach_the_editor_and_its_cache_key(tmp_path, one_thr
     attributed = [f"dataset.attributes={attr}", "generator.source=dataset",
                   "generator.target=[Male]"]
     first = job(*attributed)
-    assert first.uses_attributes
+    assert first.side.attributes
     first.run()
     assert first.stats["generate"].computed == 2
     write_attributes(attr, {**rows, "000000.jpg": [1, -1, -1, -1, -1]})  # image 0 now female
@@ -217,7 +217,7 @@ def test_dataset_attributes_reach_the_editor_and_its_cache_key(tmp_path, one_thr
         job(*attributed)
     with pytest.raises(BenchError, match="dataset.attributes"):
         job("generator.source=dataset")
-    assert not job().uses_attributes  # fixed source attributes (the tiny scale's)
+    assert not job().side.attributes  # fixed source attributes (the tiny scale's)
 
 
 # -- metrics ------------------------------------------------------------------------------------

@@ -168,7 +168,7 @@ def test_a_sweep_over_a_path_value_makes_one_folder_per_job(workdir):
 
 def test_an_attack_reports_each_iteration_to_the_progress_bar():
     from benchmark.defenses.pgd import PGD, iteration_progress
-    from benchmark.runner import Job
+    from benchmark.progress import iteration_reporter
 
     class Bar:  # what the runner's reporter touches of a tqdm bar
         def __init__(self):
@@ -181,7 +181,7 @@ def test_an_attack_reports_each_iteration_to_the_progress_bar():
             pass
 
     bar = Bar()
-    token = iteration_progress.set(Job._iteration_reporter(bar, 2))
+    token = iteration_progress.set(iteration_reporter(bar, 2))
     try:
         PGD(8, 1, 3).maximize(torch.rand(2, 3, 8, 8), lambda x: x.mean((1, 2, 3)), [0, 1])
     finally:

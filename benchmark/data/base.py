@@ -93,6 +93,28 @@ class ImageDataset:
                              f"name or move one into another folder")
         self.paths = paths[: self.limit] if self.limit else paths
 
+    def file_stats(self, audio: bool = False) -> list[list]:
+        """Path, size and mtime of every file the dataset reads (images, their masks, the
+        attribute file, the audio clips when asked): a job's identity changes with them."""
+        files = []
+        for p in self.paths:
+            try:
+                st = p.stat()
+                files.append([str(p), st.st_size, st.st_mtime_ns])
+            except OSError:  # a dangling link: unreadable, counted by the job
+                files.append([str(p), None, None])
+                continue
+            for m in self.mask_files(p) if self.masks is not None else []:
+                mst = m.stat()
+                files[-1] += [str(m), mst.st_size, mst.st_mtime_ns]
+        for a in sorted(set(self.audio_files())) if audio else []:
+            ast = a.stat()
+            files.append([str(a), ast.st_size, ast.st_mtime_ns])
+        if self.attribute_table is not None:
+            ast = self.attribute_table.path.stat()
+            files.append([str(self.attribute_table.path), ast.st_size, ast.st_mtime_ns])
+        return files
+
     def __len__(self) -> int:
         return len(self.paths)
 

@@ -16,6 +16,8 @@ class Defense:
     version = "1"  # bump when the algorithm changes: it is part of every cache key
     is_identity = False
     masks_option = "mask.region=dataset"  # how a user asks for the dataset's masks
+    needs_attributes = False  # true: protect() takes attributes=, each image's dataset row
+    needs_audio = False  # true: protect() takes audio=, each image's dataset audio clip
 
     @property
     def needs_masks(self) -> bool:

@@ -19,6 +19,15 @@ class Generator:
     version = "1"  # bump when the pipeline changes: it is part of every cache key
     is_identity = False
     needs_masks = False  # true: edit() takes masks=, the dataset's per-image masks
+    needs_attributes = False  # true: edit() takes attributes=, each image's dataset attributes
+    needs_audio = False  # true: edit() takes audio=, each image's dataset audio clip
+    masks_option = "mask=dataset"  # how a user asks for the dataset's masks
+    frames = 1  # > 1: edit() returns videos as film strips of this many frames
+
+    def variants(self) -> list[tuple[str, "Generator", dict]] | None:
+        """Several edits in one job (StarGAN's target=all): (label setting, generator, config
+        change) each; None: this generator is the job's one edit."""
+        return None
 
     def edit(self, x: torch.Tensor, seeds: Sequence[int]) -> torch.Tensor:
         raise NotImplementedError

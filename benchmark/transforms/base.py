@@ -71,6 +71,9 @@ class Transform:
     random = False  # draws from the per-image seeds
     differentiable = False  # gradients flow from the output back to the input
     changes_size = False  # the output keeps the size the transform gave it (restore: false)
+    # per-image dataset side inputs (benchmark.side_inputs): no transform takes them yet
+    needs_masks = needs_attributes = needs_audio = False
+    masks_option = "mask=dataset"
     # On the CPU, torch transforms run this many images at a time: their intermediates then
     # stay in cache, so a batch is never slower per image than single images (None: whole batch).
     cpu_batch: int | None = 1
