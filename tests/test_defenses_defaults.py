@@ -19,7 +19,6 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from benchmark.build import build
-from benchmark.data.patterns import default_pattern, make_pattern
 from benchmark.defenses import (
     advdm,
     diffusionguard,
@@ -29,6 +28,7 @@ from benchmark.defenses import (
     photoguard,
     sds,
 )
+from benchmark.defenses.assets import default_pattern, make_pattern
 from benchmark.errors import ConfigValueError
 from benchmark.paths import config_dir
 

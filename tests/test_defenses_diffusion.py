@@ -27,8 +27,9 @@ from benchmark.defenses.advdm import AdvDM
 from benchmark.defenses.diffusionguard import DiffusionGuard
 from benchmark.defenses.editshield import DEFAULT_EOT, EditShield
 from benchmark.defenses.facelock import FaceLock
+from benchmark.defenses.masks import masked_image
 from benchmark.defenses.mist import Mist, load_pattern
-from benchmark.defenses.photoguard import PhotoGuardDiffusion, PhotoGuardEncoder, masked_image
+from benchmark.defenses.photoguard import PhotoGuardDiffusion, PhotoGuardEncoder
 from benchmark.defenses.sds import ScoreDistillation
 from benchmark.errors import ConfigValueError
 from benchmark.images import generator_for

@@ -33,9 +33,8 @@ import torch.nn.functional as F
 
 from benchmark.defenses.eot import build_eot
 from benchmark.defenses.latent_diffusion import DiffusionDefense
-from benchmark.defenses.masks import FaceMask, shrink_region
+from benchmark.defenses.masks import FaceMask, masked_image, shrink_region
 from benchmark.defenses.pgd import LinfPGD
-from benchmark.defenses.photoguard import masked_image
 from benchmark.errors import check
 from benchmark.models.sd_ops import NoiseStreams, encode, predict_noise
 

@@ -134,3 +134,8 @@ def shrink_region(region: np.ndarray, rng: np.random.Generator, strength: float 
         cv2.drawContours(filled, [moved.reshape(-1, 1, 2).astype(np.int32)], 0, 1, cv2.FILLED)
         current = filled.astype(bool) & region
     return current
+
+
+def masked_image(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """What an SD inpainting pipeline encodes: the repainted region set to 0 in [-1, 1] (grey)."""
+    return x * (1 - mask) + 0.5 * mask

@@ -42,11 +42,11 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from benchmark.build import build
-from benchmark.data.patterns import default_pattern
+from benchmark.defenses.assets import default_pattern
 from benchmark.defenses.base import Defense
 from benchmark.defenses.eot import build_eot
 from benchmark.defenses.latent_diffusion import DiffusionDefense
-from benchmark.defenses.masks import FaceMask
+from benchmark.defenses.masks import FaceMask, masked_image
 from benchmark.defenses.pgd import PGD, LinfPGD
 from benchmark.errors import check
 from benchmark.images import from_pil, read_image
@@ -60,11 +60,6 @@ def resized(image: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """(1, 3, H, W) image resized to the size of `like` (bicubic, antialiased), in [0, 1]."""
     return F.interpolate(image[None], size=like.shape[-2:], mode="bicubic",
                          antialias=True).clamp(0, 1).to(like.device)
-
-
-def masked_image(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """What an SD inpainting pipeline encodes: the repainted region set to 0 in [-1, 1] (grey)."""
-    return x * (1 - mask) + 0.5 * mask
 
 
 def load_target(target_image: str | None) -> torch.Tensor:

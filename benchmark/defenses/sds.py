@@ -30,8 +30,8 @@ import torch
 
 from benchmark.defenses.eot import build_eot
 from benchmark.defenses.latent_diffusion import DiffusionDefense
-from benchmark.defenses.mist import PatternLatent, load_pattern
 from benchmark.defenses.pgd import LinfPGD
+from benchmark.defenses.texture_target import PatternLatent, load_pattern
 from benchmark.errors import check
 from benchmark.models.sd_ops import NoiseStreams, add_noise, alphas_cumprod, encode, predict_noise
 

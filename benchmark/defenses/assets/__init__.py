@@ -5,7 +5,8 @@ concentric rings on a 64 px grid crossed with diagonal stripes, three colour
 channels out of phase, high contrast at every scale a VAE latent sees. It is
 the project's own work (no third-party pixels), released with the package under
 its licence. Mist's own MIST.png is GPL-3.0 and is therefore not shipped.
-Regenerate with `python -m benchmark.data.patterns`.
+Regenerate with `python -m benchmark.defenses.assets`. The defenses load it through
+`benchmark.defenses.texture_target.load_pattern`.
 """
 
 from pathlib import Path

@@ -1,3 +1,0 @@
-from benchmark.data.patterns import write_pattern
-
-print(write_pattern())

@@ -1,0 +1,3 @@
+from benchmark.defenses.assets import write_pattern
+
+print(write_pattern())
