@@ -32,7 +32,7 @@ reference loaders' Normalize(0.5, 0.5) does; outputs are mapped back to [0, 1].
 
 import copy
 from collections.abc import Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -42,7 +42,7 @@ from benchmark.errors import BenchError, check
 from benchmark.generators.base import Generator
 from benchmark.images import derive_seed
 from benchmark.models import resolve_device, shared
-from benchmark.models.hub import cached_file, hub_cache_dir, is_path, load_checkpoint
+from benchmark.models.hub import find_file, hub_cache_dir, load_checkpoint
 
 RANDOM = "random"
 RANDOM_SEED = 0
@@ -56,14 +56,9 @@ def resolve_weights(spec: str | None, key: str, how_to_get: str) -> Path | None:
         raise BenchError(f"{key} is not set: {how_to_get}; then set {key}=/path/to/file (or "
                          f"owner/repo/file of a Hugging Face repository in the local cache: "
                          f"HF_HOME points at it), or {key}=random for a random-weight network")
-    path = Path(spec).expanduser()
-    if path.is_file():
-        return path
-    parts = PurePosixPath(spec).parts
-    if not is_path(spec) and len(parts) >= 3:
-        found = cached_file("/".join(parts[:2]), "/".join(parts[2:]))
-        if found:
-            return Path(found)
+    found = find_file(spec)
+    if found is not None:
+        return found
     raise BenchError(f"{key}={spec!r} is neither a local file nor a file of a Hugging Face "
                      f"repository in the local cache {hub_cache_dir()} (HF_HOME moves it): "
                      f"{how_to_get}")

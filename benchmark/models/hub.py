@@ -315,8 +315,9 @@ def is_file_spec(model: str) -> bool:
     return Path(model).expanduser().is_file() or len(PurePosixPath(model).parts) >= 3
 
 
-def resolve_file(spec: str, key: str) -> Path:
-    """The local path of a weight file spec, or MissingWeightsFileError naming the ways."""
+def find_file(spec: str) -> Path | None:
+    """A weight file spec as a local path: the file itself, or `owner/repo/path/in/repo` of a
+    Hugging Face repository already in the local cache; None when neither is here."""
     path = Path(spec).expanduser()
     if path.is_file():
         return path
@@ -325,7 +326,15 @@ def resolve_file(spec: str, key: str) -> Path:
         found = cached_file("/".join(parts[:2]), "/".join(parts[2:]))
         if found:
             return Path(found)
-    raise MissingWeightsFileError(spec, key)
+    return None
+
+
+def resolve_file(spec: str, key: str) -> Path:
+    """The local path of a weight file spec, or MissingWeightsFileError naming the ways."""
+    found = find_file(spec)
+    if found is None:
+        raise MissingWeightsFileError(spec, key)
+    return found
 
 
 def file_sha256(path: str | Path) -> str:
