@@ -1,0 +1,171 @@
+"""The import rule: stages import only downward (issue 12).
+
+Every module under benchmark/ is parsed with `ast`; every `import` counts, at module
+level or inside a function. A module's layer is its package under benchmark
+(`benchmark/defenses/mist.py` -> `defenses`) or, for a top-level file, its name
+(`benchmark/images.py` -> `images`). The rule enforced:
+
+- foundation: `errors`, `images`, `paths`, `schema` import only each other.
+- `data` imports only the foundation.
+- `models` imports only the foundation and `data` (the audio type of talking heads).
+- `transforms` import only the foundation, `models` and `build` (chain.py builds its
+  steps): no defense, generator, metric, runner or result.
+- `generators` import only the foundation, `models`, `build` and `video` (film strips).
+- `metrics` import only the foundation, `models` and `build`: no defense, generator or
+  transform.
+- `defenses` import only the foundation, `models`, `transforms` (EOT's differentiable
+  twins, DF-RAP's social-network qualities), `build` and `cache` (CMUA's universal
+  perturbation). The Stable Diffusion pipelines and arithmetic they share come from
+  `models`. Known exceptions, pinned one by one below (`DEFENSE_GENERATOR_IMPORTS`): the
+  defenses against GAN editors and Silencer-I import the generator they attack; a new
+  one fails this test.
+- `build` imports only `errors` and the five stage base modules (`*.base`).
+- `results` import only the foundation and `cache`; no module of results/ but plots.py
+  imports torch at module level.
+- One paper's defense file imports no other paper's (`DEFENSE_PAPERS`).
+"""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "benchmark"
+FOUNDATION = {"errors", "images", "paths", "schema"}
+ALLOWED = {
+    **{name: FOUNDATION for name in FOUNDATION},
+    "data": FOUNDATION,
+    "models": FOUNDATION | {"data"},
+    "transforms": FOUNDATION | {"models", "build"},
+    "generators": FOUNDATION | {"models", "build", "video"},
+    "metrics": FOUNDATION | {"models", "build"},
+    "defenses": FOUNDATION | {"models", "transforms", "build", "cache"},
+    "results": FOUNDATION | {"cache"},
+}
+BASES = {f"benchmark.{kind}.base" for kind in
+         ("data", "defenses", "generators", "metrics", "transforms")}
+DEFENSE_GENERATOR_IMPORTS = {
+    ("benchmark.defenses.gan_editors", "benchmark.generators.gan"),
+    ("benchmark.defenses.df_rap", "benchmark.generators.gan"),
+    ("benchmark.defenses.cmua", "benchmark.generators.gan"),
+    ("benchmark.defenses.silencer", "benchmark.generators.talking_head"),
+}
+DEFENSE_PAPERS = {"advdm", "anti_forgery", "cmua", "df_rap", "diffusionguard",
+                  "disrupting_deepfakes", "editshield", "facelock", "faceshield", "mist",
+                  "photoguard", "sds", "silencer"}
+TORCH_AT_MODULE_LEVEL_OK = {"benchmark.results.plots"}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def layer(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "benchmark"
+
+
+def imported(tree: ast.AST, module: str, is_package: bool) -> list[tuple[str, bool]]:
+    """(imported module, at module level) for every import of the tree."""
+    top = set(map(id, tree.body))
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out += [(a.name, id(node) in top) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = module.split(".")
+                anchor = anchor if is_package else anchor[:-1]
+                anchor = anchor[:len(anchor) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            if base == "benchmark":  # from benchmark import side_inputs
+                out += [(f"benchmark.{a.name}", id(node) in top) for a in node.names]
+            else:
+                out.append((base, id(node) in top))
+    return out
+
+
+def violations(module: str, source: str, is_package: bool = False) -> list[str]:
+    found = []
+    src = layer(module)
+    for target, top_level in imported(ast.parse(source), module, is_package):
+        if src == "results" and (target == "torch" or target.startswith("torch.")) \
+                and top_level and module not in TORCH_AT_MODULE_LEVEL_OK:
+            found.append(f"{module} imports torch at module level")
+        if not target.startswith("benchmark.") or target == "benchmark.__version__":
+            continue
+        dst = layer(target)
+        if dst == src:
+            if src == "defenses":
+                mine, theirs = module.split(".")[2:3], target.split(".")[2:3]
+                if mine != theirs and set(mine) & DEFENSE_PAPERS and set(theirs) & DEFENSE_PAPERS:
+                    found.append(f"{module} imports another paper's file, {target}")
+            continue
+        if src == "build":
+            if dst != "errors" and not any(target == b or target.startswith(b + ".")
+                                           for b in BASES):
+                found.append(f"{module} imports {target} (build: errors and *.base only)")
+            continue
+        if src == "defenses" and dst == "generators" \
+                and (module, target) in DEFENSE_GENERATOR_IMPORTS:
+            continue
+        if src in ALLOWED and dst not in ALLOWED[src]:
+            found.append(f"{module} imports {target} ({src} may import only "
+                         f"{sorted(ALLOWED[src])})")
+    return found
+
+
+def modules():
+    return sorted(PACKAGE.rglob("*.py"))
+
+
+def test_every_module_imports_only_downward():
+    found = []
+    for path in modules():
+        found += violations(module_name(path), path.read_text(), path.name == "__init__.py")
+    assert not found, "\n".join(found)
+
+
+def test_the_known_defense_generator_imports_still_exist():
+    """An exception that the code no longer needs is taken off the list."""
+    seen = set()
+    for path in modules():
+        module = module_name(path)
+        for target, _ in imported(ast.parse(path.read_text()), module,
+                                  path.name == "__init__.py"):
+            seen.add((module, target))
+    assert DEFENSE_GENERATOR_IMPORTS <= seen, DEFENSE_GENERATOR_IMPORTS - seen
+
+
+def test_every_defense_paper_is_a_file():
+    assert {p.stem for p in (PACKAGE / "defenses").glob("*.py")} >= DEFENSE_PAPERS
+
+
+@pytest.mark.parametrize("module, source", [
+    ("benchmark.transforms.diffpure", "from benchmark.generators.sd_img2img import SDImg2Img\n"),
+    ("benchmark.transforms.impress", "def f():\n    import benchmark.defenses.facelock\n"),
+    ("benchmark.transforms.chain", "from benchmark import runner\n"),
+    ("benchmark.metrics.face", "from benchmark.defenses.face_id import X\n"),
+    ("benchmark.models.sd_ops", "from benchmark.defenses.base import Defense\n"),
+    ("benchmark.data.base", "from benchmark.models import shared\n"),
+    ("benchmark.defenses.photoguard", "from benchmark.generators.diffusion import choose\n"),
+    ("benchmark.defenses.sds", "from benchmark.defenses.mist import load_pattern\n"),
+    ("benchmark.generators.gan", "from benchmark.metrics.base import Metric\n"),
+    ("benchmark.results.tables", "import torch\n"),
+    ("benchmark.build", "from benchmark.defenses.mist import Mist\n"),
+])
+def test_the_rule_catches(module, source):
+    assert violations(module, source)
+
+
+@pytest.mark.parametrize("module, source", [
+    ("benchmark.transforms.diffpure", "from benchmark.models.sd_pipeline import Img2ImgEditor\n"),
+    ("benchmark.defenses.sds", "from benchmark.defenses.texture_target import load_pattern\n"),
+    ("benchmark.results.plots", "import torch\n"),
+    ("benchmark.results.tables", "def f():\n    import torch\n"),
+    ("benchmark.build", "from benchmark.defenses.base import Defense\n"),
+])
+def test_the_rule_allows(module, source):
+    assert not violations(module, source)
