@@ -121,8 +121,9 @@ def run_app(cfg: DictConfig) -> None:
     if result.stats["unreadable"]:
         print(f"unreadable images skipped: {len(result.stats['unreadable'])} (see stats.json)")
     print(f"results: {outdir}/samples.csv, summary.csv, stats.json")
-    if notice:
-        print(f"\nNOTE: {notice}")
+    for text in [notice, *result.stats.get("notices", [])]:
+        if text:
+            print(f"\nNOTE: {text}")
 
 
 def _notice(notice, choices) -> str | None:

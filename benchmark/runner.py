@@ -282,6 +282,8 @@ class Job:
             "unreadable": self.unreadable,
             "seconds": time.perf_counter() - start,
             "device": str(self.device),
+            # deviations the components run with (e.g. DF-RAP without its ComGAN)
+            "notices": [c.notice for c in self.components.values() if c.notice],
             # read by `bench table` for its arrows and bold cells, without importing metrics
             "directions": {n: m.higher_is_better for n, m in self.metrics.items()},
         }

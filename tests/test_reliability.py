@@ -187,3 +187,12 @@ def test_an_attack_reports_each_iteration_to_the_progress_bar():
     finally:
         iteration_progress.reset(token)
     assert bar.postfixes == [f"2 image(s) at iteration {i}/3" for i in (1, 2, 3)]
+
+
+def test_a_component_deviation_is_printed_with_the_results_and_kept(workdir):
+    proc = bench("run", "experiment=tiny", "generator=stargan", "defense=df_rap", "metric=[psnr]",
+                 "pairs=[protection]", "dataset.limit=1", "progress=false", "hydra.run.dir=out",
+                 cwd=workdir)
+    assert "NOTE: df_rap: no ComGAN weights" in proc.stdout
+    notices = json.loads((workdir / "out" / "stats.json").read_text())["notices"]
+    assert len(notices) == 1 and "ComGAN" in notices[0]

@@ -17,6 +17,7 @@ class Defense:
     is_identity = False
     masks_option = "mask.region=dataset"  # how a user asks for the dataset's masks
     needs_attributes = False  # true: protect() takes attributes=, each image's dataset row
+    notice: str | None = None  # a deviation this instance runs with, printed with the job's notice
     needs_audio = False  # true: protect() takes audio=, each image's dataset audio clip
 
     @property

@@ -177,8 +177,10 @@ class DFRAP(GanEditorDefense):
                 ", then differentiable JPEG (isJPEG)" if comgan_jpeg else "")
         else:
             self.surrogate_name = "kornia differentiable JPEG at DF-RAP's social-network qualities"
-            log.warning("df_rap: no ComGAN weights (defense.comgan_weights): optimising through "
-                        "%s instead of DF-RAP's learned ComGAN surrogate", self.surrogate_name)
+            self.notice = (f"df_rap: no ComGAN weights (defense.comgan_weights), so it optimises "
+                           f"through {self.surrogate_name} instead of DF-RAP's learned ComGAN "
+                           f"surrogate")
+            log.warning(self.notice)
         self.pgd = LinfPGD(eps, step, iterations, random_start, component=self.name,
                            transforms=[CompressionSurrogate(comgan, qualities, frequencies,
                                                             comgan_jpeg)])

@@ -23,6 +23,7 @@ class Generator:
     needs_audio = False  # true: edit() takes audio=, each image's dataset audio clip
     masks_option = "mask=dataset"  # how a user asks for the dataset's masks
     frames = 1  # > 1: edit() returns videos as film strips of this many frames
+    notice: str | None = None  # a deviation this instance runs with, printed with the job's notice
 
     def variants(self) -> list[tuple[str, "Generator", dict]] | None:
         """Several edits in one job (StarGAN's target=all): (label setting, generator, config

@@ -74,6 +74,7 @@ class Transform:
     # per-image dataset side inputs (benchmark.side_inputs): no transform takes them yet
     needs_masks = needs_attributes = needs_audio = False
     masks_option = "mask=dataset"
+    notice: str | None = None  # a deviation this instance runs with, printed with the job's notice
     # On the CPU, torch transforms run this many images at a time: their intermediates then
     # stay in cache, so a batch is never slower per image than single images (None: whole batch).
     cpu_batch: int | None = 1
