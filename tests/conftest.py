@@ -64,3 +64,15 @@ def bench(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProc
 def portraits64():
     d = PortraitsDataset(resolution=64, limit=3)
     return torch.stack([d.load(i).x for i in range(len(d))])
+
+
+@pytest.fixture(params=[False, True], ids=["step", "flipped_step"])
+def flipped(request, monkeypatch):
+    """Runs a sign test twice: as published, and with every PGD step's direction negated (the
+    test must then fail its direction assertion: it asserts on `flipped`)."""
+    from benchmark.defenses import pgd
+
+    if request.param:
+        direction = pgd.PGD._direction
+        monkeypatch.setattr(pgd.PGD, "_direction", lambda self, g: -direction(self, g))
+    return request.param

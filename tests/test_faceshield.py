@@ -15,7 +15,6 @@ import torch
 import torch.nn.functional as F
 from conftest import TINY, bench
 
-from benchmark.defenses import pgd as pgd_module
 from benchmark.defenses.faceshield import (
     LOW_PASS_8X8,
     FaceAlignment,
@@ -53,14 +52,6 @@ def x(portraits64):
     """Two real portraits at 32 px (too small for dlib: the alignment falls back to a resize)."""
     return F.interpolate(portraits64[:2], size=(32, 32), mode="bilinear", antialias=True,
                          align_corners=False).clamp(0, 1)
-
-
-@pytest.fixture(params=[False, True], ids=["step", "flipped_step"])
-def flipped(request, monkeypatch):
-    if request.param:
-        direction = pgd_module.PGD._direction
-        monkeypatch.setattr(pgd_module.PGD, "_direction", lambda self, g: -direction(self, g))
-    return request.param
 
 
 def noise_like(x, x_adv):

@@ -22,7 +22,6 @@ from conftest import bench
 
 from benchmark.data.audio import read_wav, sample_audio_path
 from benchmark.data.folder import FolderDataset
-from benchmark.defenses import pgd as pgd_module
 from benchmark.defenses.silencer import SilencerI
 from benchmark.errors import BenchError
 from benchmark.generators.talking_head import TalkingHeadGenerator
@@ -148,14 +147,6 @@ def x(portraits64):
 @pytest.fixture(scope="module")
 def clips():
     return [read_wav(sample_audio_path())] * 2
-
-
-@pytest.fixture(params=[False, True], ids=["step", "flipped_step"])
-def flipped(request, monkeypatch):
-    if request.param:
-        direction = pgd_module.PGD._direction
-        monkeypatch.setattr(pgd_module.PGD, "_direction", lambda self, g: -direction(self, g))
-    return request.param
 
 
 def test_silencer_lowers_its_objective_below_clean_and_noise_within_budget(
