@@ -45,6 +45,14 @@ class UnreadableImageError(BenchError):
         super().__init__(f"cannot read image {path}: {reason}")
 
 
+def first_few(items, sep: str = ", ", limit: int = 5) -> str:
+    """The first `limit` items joined by `sep`, and how many more there are: for messages that
+    name what is wrong without listing a whole dataset."""
+    items = [str(i) for i in items]
+    more = f"{sep}... and {len(items) - limit} more" if len(items) > limit else ""
+    return sep.join(items[:limit]) + more
+
+
 def check(component: str, key: str, value, ok: bool, expected: str) -> None:
     if not ok:
         raise ConfigValueError(component, key, value, expected)

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from benchmark import side_inputs
 from benchmark.build import build
 from benchmark.cache import ArtifactCache, cache_key
-from benchmark.errors import BenchError, UnreadableImageError
+from benchmark.errors import BenchError, UnreadableImageError, first_few
 from benchmark.images import content_key, derive_seed, release
 from benchmark.models import resolve_device
 from benchmark.progress import stage_bar, working
@@ -266,10 +266,10 @@ class Job:
             bar.close()
         small = self.dataset.undersized
         if small:
-            shown = ", ".join(f"{p.name} ({side} px)" for p, side in list(small.items())[:5])
             log.warning("%d image(s) have a crop smaller than dataset.min_size=%d px and were "
-                        "upscaled to %d px: %s%s", len(small), self.dataset.min_size,
-                        self.dataset.resolution, shown, ", ..." if len(small) > 5 else "")
+                        "upscaled to %d px: %s", len(small), self.dataset.min_size,
+                        self.dataset.resolution,
+                        first_few(f"{p.name} ({side} px)" for p, side in small.items()))
         if not image_ids:
             raise BenchError(f"dataset: no readable images ({len(self.unreadable)} unreadable)")
         self.components["generate"], self.configs["generate"] = original

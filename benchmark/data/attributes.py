@@ -14,7 +14,7 @@ converted to `0.png` still matches).
 
 from pathlib import Path
 
-from benchmark.errors import BenchError
+from benchmark.errors import BenchError, first_few
 
 
 class AttributeTable:
@@ -56,8 +56,6 @@ class AttributeTable:
         """Every image has a row; else one error naming the first few that lack one."""
         missing = [str(p) for p in paths if self.find(p) is None]
         if missing:
-            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more"
-                                              if len(missing) > 5 else "")
             raise BenchError(f"dataset.attributes={str(self.path)!r}: {len(missing)} of "
                              f"{len(paths)} image(s) have no row (matched by file name, then by "
-                             f"name without extension): {shown}")
+                             f"name without extension): {first_few(missing)}")

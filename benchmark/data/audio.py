@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmark.errors import BenchError
+from benchmark.errors import BenchError, first_few
 
 SAMPLE = "sample"
 AUDIO_EXTENSIONS = (".wav",)
@@ -128,11 +128,10 @@ class AudioSource:
         """Every image has its clip; else one error naming the first few missing files."""
         missing = [str(self.file_of(r)) for r in relatives if not self.file_of(r).is_file()]
         if missing:
-            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more"
-                                              if len(missing) > 5 else "")
             raise BenchError(f"dataset.audio={str(self.path)!r}: {len(missing)} of "
                              f"{len(relatives)} image(s) have no clip (the clip of "
-                             f"<root>/<rel>/<stem>.<ext> is <audio>/<rel>/<stem>.wav): {shown}")
+                             f"<root>/<rel>/<stem>.<ext> is <audio>/<rel>/<stem>.wav): "
+                             f"{first_few(missing)}")
 
     def load(self, relative: Path) -> Audio:
         path = self.file_of(relative)

@@ -25,9 +25,10 @@ from PIL import Image
 
 from benchmark.data.attributes import AttributeTable
 from benchmark.data.audio import Audio, AudioSource
-from benchmark.errors import BenchError, check
+from benchmark.errors import BenchError, check, first_few
 from benchmark.images import from_pil, read_image
 
+NEWLINE_INDENT = "\n  "
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 
@@ -87,7 +88,7 @@ class ImageDataset:
             by_id[self.image_id(p)].append(p)
         clashes = [ps for ps in by_id.values() if len(ps) > 1]
         if clashes:  # their rows would be averaged together in per-image tables
-            shown = "; ".join(" and ".join(map(str, ps)) for ps in clashes[:5])
+            shown = first_few((" and ".join(map(str, ps)) for ps in clashes), sep="; ")
             raise BenchError(f"{self.name}: {len(clashes)} image id(s) name several files (an id "
                              f"is the path without its extension): {shown}; keep one file per "
                              f"name or move one into another folder")
@@ -213,12 +214,11 @@ class ImageDataset:
         problems = [self._mask_problem(p, found) for p in self.paths
                     if len(found := self.mask_files(p)) != 1]
         if problems:
-            shown = "\n  ".join(problems[:5])
-            more = f"\n  ... and {len(problems) - 5} more" if len(problems) > 5 else ""
             raise BenchError(
                 f"dataset.masks={str(self.masks)!r}: {len(problems)} of {len(self.paths)} "
                 f"image(s) lack exactly one mask (the mask of <root>/<rel>/<stem>.<ext> is "
-                f"<masks>/<rel>/<stem>.<image extension>, white = repaint):\n  {shown}{more}")
+                f"<masks>/<rel>/<stem>.<image extension>, white = repaint):\n  "
+                f"{first_few(problems, sep=NEWLINE_INDENT)}")
 
     def _load_mask(self, path: Path, size: tuple[int, int], box: tuple) -> torch.Tensor:
         """The image's mask with the image's own crop box and resize, binarised at 0.5."""
