@@ -71,16 +71,23 @@ def resolve_target(target: Any, where: str) -> type:
     return cls
 
 
-def check_targets(node: Any, where: str) -> None:
-    """Refuse the whole config if any nested `_target_` names something not allowed."""
+def iter_targets(node: Any, where: str):
+    """(path, target) of every `_target_` in a plain nested config, outermost first."""
     if isinstance(node, dict):
         if "_target_" in node:
-            resolve_target(node["_target_"], where)
+            yield where, node["_target_"]
         for k, v in node.items():
-            check_targets(v, f"{where}.{k}")
+            if k != "_target_":
+                yield from iter_targets(v, f"{where}.{k}")
     elif isinstance(node, list):
         for i, v in enumerate(node):
-            check_targets(v, f"{where}[{i}]")
+            yield from iter_targets(v, f"{where}[{i}]")
+
+
+def check_targets(node: Any, where: str) -> None:
+    """Refuse the whole config if any nested `_target_` names something not allowed."""
+    for path, target in iter_targets(node, where):
+        resolve_target(target, path)
 
 
 def build(cfg: DictConfig | dict, where: str = "config", **kwargs: Any) -> Any:

@@ -26,6 +26,7 @@ from typing import Any
 from hydra.errors import CompactHydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 
+from benchmark.build import iter_targets
 from benchmark.errors import BenchError
 
 PROJECT_CALLBACKS = frozenset({"benchmark.callbacks.SweepSummary"})
@@ -42,23 +43,6 @@ class OutputDirError(BenchError, CompactHydraException):
     """The job's output directory cannot be written: one line, not Hydra's traceback."""
 
 
-def _plain(node: Any) -> Any:
-    if isinstance(node, DictConfig):
-        return OmegaConf.to_container(node, resolve=False)
-    return node
-
-
-def _targets(node: Any, where: str):
-    if isinstance(node, dict):
-        for k, v in node.items():
-            if k == "_target_":
-                yield where, v
-            yield from _targets(v, f"{where}.{k}")
-    elif isinstance(node, list):
-        for i, v in enumerate(node):
-            yield from _targets(v, f"{where}[{i}]")
-
-
 def _check_callbacks(callbacks: Any) -> None:
     for name, params in (callbacks or {}).items():
         target = params.get("_target_") if isinstance(params, dict) else None
@@ -66,14 +50,14 @@ def _check_callbacks(callbacks: Any) -> None:
             raise UnsafeConfigError(
                 f"hydra.callbacks.{name}: _target_ {target!r} is refused; bench runs only its "
                 f"own callbacks ({', '.join(sorted(PROJECT_CALLBACKS))})")
-        for where, nested in _targets({k: v for k, v in params.items() if k != "_target_"},
+        for where, nested in iter_targets({k: v for k, v in params.items() if k != "_target_"},
                                       f"hydra.callbacks.{name}"):
             raise UnsafeConfigError(f"{where}: _target_ {nested!r} is refused inside a callback")
 
 
 def _check_plugin(section: str, config: Any) -> None:
     """Hydra builds a launcher or sweeper only from registered plugins, but recursively."""
-    for where, target in _targets({k: v for k, v in (config or {}).items() if k != "_target_"},
+    for where, target in iter_targets({k: v for k, v in (config or {}).items() if k != "_target_"},
                                   f"hydra.{section}"):
         raise UnsafeConfigError(f"{where}: _target_ {target!r} is refused; a {section} takes "
                                 f"plain values only")
@@ -92,7 +76,7 @@ def _check_logging(section: str, config: Any) -> None:
                     raise UnsafeConfigError(
                         f"hydra.{section}.{kind}.{name}.{key}: {value!r} is refused; logging "
                         f"classes must come from {' or '.join(m[:-1] for m in LOGGING_MODULES)}")
-            for where, target in _targets(entry, f"hydra.{section}.{kind}.{name}"):
+            for where, target in iter_targets(entry, f"hydra.{section}.{kind}.{name}"):
                 raise UnsafeConfigError(f"{where}: _target_ {target!r} is refused in logging")
             for key, value in entry.items():
                 if str(value).startswith("ext://") and value not in LOGGING_EXTERNALS:
@@ -103,7 +87,9 @@ def _check_logging(section: str, config: Any) -> None:
 
 def check_hydra_config(cfg: DictConfig | dict) -> None:
     """Raise UnsafeConfigError if the `hydra` part of a composed config would run foreign code."""
-    hydra_cfg = _plain(cfg).get("hydra") or {}
+    hydra_cfg = cfg.get("hydra") or {}
+    if isinstance(hydra_cfg, DictConfig):  # only Hydra's section: the rest is not read here
+        hydra_cfg = OmegaConf.to_container(hydra_cfg, resolve=False)
     _check_callbacks(hydra_cfg.get("callbacks"))
     _check_plugin("launcher", hydra_cfg.get("launcher"))
     _check_plugin("sweeper", hydra_cfg.get("sweeper"))
