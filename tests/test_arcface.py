@@ -20,7 +20,6 @@ from benchmark.data.portraits import PortraitsDataset
 from benchmark.errors import ConfigValueError
 from benchmark.images import to_uint8
 from benchmark.metrics.face import FDFR, ISM
-from benchmark.models import arcface as arcface_module
 from benchmark.models.arcface import ArcFaceEmbedder, load_state
 from benchmark.models.face_align import TEMPLATE_112, align_crop, similarity_transform
 from benchmark.models.face_detection import FaceDetector
@@ -227,7 +226,9 @@ def test_arcface_without_weights_is_unavailable_and_says_how_to_get_them(tmp_pat
     assert "`hf download someone/arcface-r100 backbone.pth`" in hub.unavailable_reason
     # owner/repo/file resolves through the local Hugging Face cache only
     cached = random_checkpoint(tmp_path / "cached.pth")
-    monkeypatch.setattr(arcface_module, "cached_file",
+    from benchmark.models import hub as hub_module
+
+    monkeypatch.setattr(hub_module, "cached_file",
                         lambda repo, name: str(cached) if (repo, name) == (
                             "someone/arcface-r50", "ms1mv3/backbone.pth") else None)
     found = ISM(backbone="arcface", arch="r50", weights="someone/arcface-r50/ms1mv3/backbone.pth")

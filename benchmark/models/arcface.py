@@ -30,7 +30,7 @@ from benchmark.images import to_uint8
 from benchmark.models import resolve_device, shared
 from benchmark.models.face_align import CROP_SIZE, align_crop, five_points
 from benchmark.models.face_detection import FaceDetector
-from benchmark.models.hub import cached_file, hub_cache_dir, is_path, load_checkpoint
+from benchmark.models.hub import find_file, hub_cache_dir, is_path, load_checkpoint
 from benchmark.models.iresnet import ARCHS, EMBEDDING_DIM, IResNet, arch_of
 
 HOW_TO_GET = ("InsightFace's arcface_torch model zoo (github.com/deepinsight/insightface, "
@@ -45,15 +45,13 @@ def resolve_weights(spec: str | None, arch: str) -> tuple[Path | None, str]:
                       f"metric.ism.weights is not set: download a backbone.pth from {HOW_TO_GET} "
                       f"where there is internet access and set metric.ism.weights=/path/to/"
                       f"backbone.pth (or a safetensors conversion of it)")
+    found = find_file(spec)
+    if found is not None:
+        return found, ""
     path = Path(spec).expanduser()
-    if path.is_file():
-        return path, ""
     parts = PurePosixPath(spec).parts
     if not is_path(spec) and len(parts) >= 3:  # owner/repo/file of the Hugging Face cache
         repo, filename = "/".join(parts[:2]), "/".join(parts[2:])
-        found = cached_file(repo, filename)
-        if found:
-            return Path(found), ""
         return None, (f"ArcFace weights '{filename}' of Hugging Face repository '{repo}' are not "
                       f"in the local cache {hub_cache_dir()} (nor is {path} a local file): "
                       f"download them where there is internet access (`hf download {repo} "
