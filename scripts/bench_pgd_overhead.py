@@ -21,6 +21,7 @@ together). Images per second = batch / seconds per iteration.
 
 import argparse
 import importlib.util
+import math
 import statistics
 import sys
 import time
@@ -88,11 +89,17 @@ def measure(defense, x, seeds, device, short: int, iterations: int, repeats: int
         t_long = seconds(lambda: defense.protect(x, seeds), device)
         floor = statistics.median(seconds(lambda: captured.forward_backward(x), device)
                                   for _ in range(iterations))
-        step = max(t_long - t_short, 0.0) / iterations
+        # a long run no longer than the short one is noise, not a measurement: no value
+        step = (t_long - t_short) / iterations if t_long > t_short else math.nan
         ratios.append(step / floor)
         per_iteration.append(step)
         floors.append(floor)
-    return {"ratio": statistics.median(ratios), "s_per_iteration": statistics.median(per_iteration),
+    measured = [i for i, r in enumerate(ratios) if math.isfinite(r)]
+    if not measured:
+        return {"ratio": math.nan, "s_per_iteration": math.nan,
+                "floor_s": statistics.median(floors), "ratios": ratios}
+    return {"ratio": statistics.median(ratios[i] for i in measured),
+            "s_per_iteration": statistics.median(per_iteration[i] for i in measured),
             "floor_s": statistics.median(floors), "ratios": [round(r, 3) for r in ratios]}
 
 
@@ -119,7 +126,7 @@ def run(args) -> list[dict]:
                         f"s_per_it_b{batch}": round(m["s_per_iteration"], 4),
                         f"floor_s_b{batch}": round(m["floor_s"], 4),
                         f"img_per_s_b{batch}": round(batch / m["s_per_iteration"], 2)
-                        if m["s_per_iteration"] else float("inf"),
+                        if math.isfinite(m["s_per_iteration"]) else math.nan,
                         f"repeats_b{batch}": m["ratios"]})
             print(f"{name:<22} batch {batch}: {m['ratio']:.3f}x  {m['s_per_iteration']:.4f} s/it "
                   f"(floor {m['floor_s']:.4f} s; repeats {m['ratios']})", flush=True)

