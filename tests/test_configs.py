@@ -107,9 +107,11 @@ def test_every_target_in_the_tree_is_an_allowed_component():
 
 @pytest.mark.parametrize("preset", [p for p in options("experiment") if p.startswith("paper_")])
 def test_every_value_a_paper_preset_sweeps_composes(preset):
-    """Each defense, transform, generator and metric a preset's sweep names exists and composes
-    with the preset (a misspelt or unbuilt one would fail only when the sweep reaches it)."""
-    cfg = compose_with([f"experiment={preset}"])
+    """Each defense, transform, generator and metric a preset's sweep names exists, composes
+    with the preset and names an allowed component class (a misspelt or unbuilt one would
+    otherwise fail only when the sweep reaches it)."""
+    from benchmark.build import resolve_target
+
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         full = compose("config", overrides=[f"experiment={preset}"], return_hydra_config=True)
     params = full.hydra.sweeper.params
@@ -117,7 +119,13 @@ def test_every_value_a_paper_preset_sweeps_composes(preset):
     for key, values in params.items():
         for value in str(values).split(",") if not str(values).startswith("[") else [values]:
             composed = compose_with([f"experiment={preset}", f"{key}={value}"])
-            assert composed is not None and cfg.pairs
+            where = f"{preset}: {key}={value}"
+            nodes = composed.metric.values() if key == "metric" else [composed[key]]
+            for node in nodes:
+                resolve_target(node._target_, where)  # raises if refused or missing
+            if key in ("defense", "transform", "generator"):  # the override took effect
+                alone = compose_with([f"{key}={value}"])
+                assert composed[key]._target_ == alone[key]._target_, where
 
 
 def test_build_refuses_targets_outside_the_package():

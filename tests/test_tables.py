@@ -211,8 +211,8 @@ def test_the_reported_numbers_name_the_paper_and_a_setting_bench_can_run():
         assert row.metric == "ssim" and 0 < value <= 1, row
         percent = re.search(r"(\d{2}\.\d{2})(?: as a percentage|, a percentage|[),])",
                             row.source)
-        if percent:
-            assert float(percent.group(1)) == pytest.approx(100 * value, abs=1e-9), row
+        assert percent, row  # every value states the paper's percentage it was read from
+        assert float(percent.group(1)) == pytest.approx(100 * value, abs=1e-9), row
         # the study purifies with TIP-RSR: its rows compare transform=tip_rsr
         assert row.transform == "tip_rsr", row
         assert row.pair in ("fidelity", "edit"), row
