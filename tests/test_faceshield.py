@@ -294,7 +294,8 @@ def test_ip_adapter_edit_is_paired_and_reads_the_image_prompt(x):
     other = x.flip(0)
     y = editor.edit(x, SEEDS)
     assert y.shape == (2, 3, 32, 32) and torch.equal(y, editor.edit(x, SEEDS))
-    assert (editor.edit(other, SEEDS) - y).abs().max() > 0  # the portrait is the prompt
+    # the portrait is the prompt: another portrait moves the edit far beyond float noise
+    assert (editor.edit(other, SEEDS) - y).abs().mean() > 1e-3
     assert (editor.edit(x, [s + 1 for s in SEEDS]) - y).abs().mean() > 1e-2  # its own noise
     text_only = IPAdapterEditor(model="tiny/sd", adapter="tiny/ip-adapter", resolution=32,
                                 steps=2, scale=0.0, device=CPU)

@@ -373,7 +373,8 @@ def test_df_rap_jpeg_surrogate_draws_the_social_network_qualities(faces):
     assert set(drawn) <= set(surrogate.qualities) and len(set(drawn)) >= 8
     assert 0.15 < drawn.count(80) / len(drawn) < 0.3  # 22 % in DF-RAP's qf.txt
     out = surrogate(faces, [1, 2, 3])
-    assert out.shape == faces.shape and (out - faces).abs().max() > 0  # not all quality 100
+    assert out.shape == faces.shape
+    assert (out - faces).abs().mean() > 1 / 255  # not all quality 100: compression happened
 
 
 def test_df_rap_sign_and_budget_after_real_jpeg(faces):
@@ -536,7 +537,7 @@ def test_cmua_one_cached_watermark_for_every_image(tmp_path, faces, monkeypatch)
     inside = ((faces + up) > 0) & ((faces + up) < 1)  # not clipped to the image range
     assert inside.float().mean() > 0.9
     assert torch.allclose(delta[inside], up[inside], atol=1e-6)
-    assert delta.abs().max() <= 6.375 / 255 + 1e-6 and delta.abs().max() > 0
+    assert 1 / 255 < delta.abs().max() <= 6.375 / 255 + 1e-6
     # a second defense (another job of the sweep) reads the watermark and trains nothing
     again = cmua(tmp_path)
     monkeypatch.setattr(type(again), "train", lambda self: pytest.fail("trained again"))

@@ -180,7 +180,7 @@ def test_the_generator_makes_a_strip_that_follows_the_audio(x, clips, tmp_path):
     again = generator.edit(x[:1], SEEDS[:1], audio=[low])  # paired noise: batch-independent
     assert torch.allclose(again[0], y[0], atol=1e-4)
     other = generator.edit(x[:1], SEEDS[:1], audio=[high])
-    assert (other[0] - y[0]).abs().mean() > 1e-4  # the audio drives the frames
+    assert (other[0] - y[0]).abs().mean() > 1e-3  # the audio drives the frames, 10x noise
 
 
 # -- audio routing through a job -------------------------------------------------------------------

@@ -98,7 +98,8 @@ def test_face_branch_blends_alpha_of_the_restored_face(portrait, one_thread):
 def test_as_saved_adds_the_reference_jpeg_files(portrait, one_thread):
     x = from_pil(portrait)[None]
     exact, saved = TipRsr(**TINY, as_saved=False)(x), TipRsr(**TINY, as_saved=True)(x)
-    assert exact.shape == saved.shape and not torch.equal(exact, saved)
+    assert exact.shape == saved.shape
+    assert (exact - saved).abs().mean() > 0.5 / 255  # the JPEG round trips change most pixels
 
 
 def test_transformation_stage_alone_is_jpeg_lanczos_and_back(portrait):
