@@ -160,8 +160,10 @@ def cmd_ls(args: argparse.Namespace) -> None:
         if not folder.is_dir():
             raise BenchError(f"unknown group {group!r}; choose from {', '.join(LISTED_GROUPS)}")
         print(group)
-        for path in sorted(folder.glob("*.yaml")):
-            print(f"  {path.stem:<22} {_describe(path)}")
+        paths = sorted(folder.glob("*.yaml"))
+        width = max([22] + [len(p.stem) for p in paths])
+        for path in paths:
+            print(f"  {path.stem:<{width}} {_describe(path)}")
 
 
 def _emit(text: str, output: str | None) -> None:
@@ -353,6 +355,9 @@ def main(argv: list[str] | None = None) -> None:
     except BenchError as e:
         print(f"bench {args.command}: {e}", file=sys.stderr)
         sys.exit(2)
+    except BrokenPipeError:  # `bench ls | head`: the reader stopped early, nothing went wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
 
 
 if __name__ == "__main__":

@@ -28,11 +28,11 @@ import statistics
 import time
 
 import torch
-from omegaconf import OmegaConf
 
 from benchmark.build import build
 from benchmark.data.portraits import PortraitsDataset
 from benchmark.paths import config_dir
+from benchmark.transforms.chain import transform_config
 
 TINY_MODELS = {"noisy_upscale", "diffpure", "gridpure", "impress", "tip_rsr"}
 FULL_SIZE = {
@@ -132,9 +132,9 @@ def main() -> None:
     print(f"{len(x)} portraits at 512 px, 1 thread, median of {args.repeats}\n")
     print(f"{'transform':<18} {'one at a time':>14} {'batched':>10} {'ratio':>6}")
     for name in names:
-        cfg = OmegaConf.to_container(OmegaConf.load(config_dir() / "transform" / f"{name}.yaml"))
         if name in TINY_MODELS:
             continue  # measured by their own tests on tiny models; see the module docstrings
+        cfg = transform_config(name, name, scale="full", device="cpu")  # as `transform=<name>`
         t = build(cfg, name)
         t(x[:1], seeds[:1])  # warm-up (imports, lazy tables)
         one = per_image_ms(lambda t=t: [t(x[i:i + 1], seeds[i:i + 1]) for i in range(len(x))],

@@ -134,3 +134,65 @@ def test_build_refuses_targets_outside_the_package():
     with pytest.raises(BenchError, match="not allowed"):
         build({"_target_": "benchmark.defenses.photoguard.PhotoGuardEncoder",
                "encoder": {"_target_": "subprocess.run", "args": ["true"]}})
+
+
+def scale_files():
+    """Every per-scale variant in the tree: (group, scale, component, path)."""
+    found = []
+    for path in sorted(config_dir().rglob("*.yaml")):
+        if path.parent.name == "scale" and path.parent.parent != config_dir():
+            group = path.parent.parent.relative_to(config_dir()).as_posix()
+            scale, component = path.stem.split("_", 1)
+            found.append((group, scale, component, path))
+    return found
+
+
+def test_components_scale_down_one_way():
+    """A component's scale-downs live in <group>/scale/<scale>_<name>.yaml, taken in by the
+    component's own defaults list; no top-level group does it for one kind of component."""
+    assert {p.name for p in config_dir().iterdir() if p.is_dir()} == {
+        "dataset", "defense", "encoder", "experiment", "generator", "hydra", "metric", "scale",
+        "transform"}
+    files = scale_files()
+    assert {g for g, *_ in files} == {"defense", "generator", "transform"}
+    for group, scale, component, path in files:
+        assert scale in options("scale"), path
+        assert component in options(group), path
+        text = (config_dir() / group / f"{component}.yaml").read_text()
+        assert f"optional /{group}/scale@_here_: ${{scale}}_{component}" in text, (
+            f"{group}/{component}.yaml does not take in {path.name}")
+
+
+@pytest.mark.parametrize("group,scale,component,path", scale_files(),
+                         ids=lambda v: v.name if hasattr(v, "name") else str(v))
+def test_every_scale_file_applies(group, scale, component, path):
+    """Composing `<group>=<name> scale=<scale>` gives each value of the scale file, and the
+    file changes something against the full scale."""
+    def leaves(node, prefix=""):
+        for key, value in node.items():
+            if key == "defaults":
+                continue
+            if isinstance(value, dict):
+                yield from leaves(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}", value
+
+    values = dict(leaves(OmegaConf.to_container(OmegaConf.load(path))))
+    assert values, path
+    scaled = compose_with([f"{group}={component}", f"scale={scale}"])[group]
+    full = compose_with([f"{group}={component}", "scale=full"])[group]
+    for key, value in values.items():
+        assert OmegaConf.to_container(OmegaConf.create({"v": OmegaConf.select(scaled, key)}))[
+            "v"] == value, (path.name, key)
+    assert any(OmegaConf.select(full, key) != OmegaConf.select(scaled, key) for key in values)
+
+
+def test_photoguard_linf_differs_from_photoguard_only_in_its_norm():
+    """photoguard_diffusion_linf.yaml repeats photoguard_diffusion.yaml (so that its own scale
+    file applies after its values); everything but the L-inf budget must stay equal."""
+    for scale in options("scale"):
+        l2 = compose_with(["defense=photoguard_diffusion", f"scale={scale}"]).defense
+        linf = compose_with(["defense=photoguard_diffusion_linf", f"scale={scale}"]).defense
+        differ = {k for k in set(l2) | set(linf) if l2.get(k) != linf.get(k)}
+        expected = {"norm", "eps", "step"} | ({"grad_samples"} if scale != "tiny" else set())
+        assert differ == expected, (scale, differ)

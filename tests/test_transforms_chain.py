@@ -3,12 +3,13 @@
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from benchmark.build import build
 from benchmark.errors import BenchError, ConfigValueError
 from benchmark.images import derive_seed
 from benchmark.paths import config_dir
-from benchmark.transforms.chain import Chain
+from benchmark.transforms.chain import Chain, transform_config
 from benchmark.transforms.jpeg import JpegCompression
 from benchmark.transforms.noise import GaussianNoise
 from benchmark.transforms.resize import Rescale
@@ -93,3 +94,24 @@ def test_size_changing_transforms_run_in_a_job(workdir):
         result = Job(cfg).run()
         values = [r["value"] for r in result.rows if r["pair"] == "fidelity"]
         assert len(values) == 4 and all(0 < v < 100 for v in values), (transform, values)
+
+
+def test_a_named_step_is_composed_at_the_jobs_scale_and_device():
+    """`experiment=tiny transform=chain transform.steps=[jpeg,diffpure]` gets the tiny
+    diffpure, as `transform=diffpure` would, on the job's device."""
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose("config", overrides=["experiment=tiny", "device=cpu", "transform=chain",
+                                           "transform.steps=[jpeg,{diffpure:{steps:10}}]"])
+        alone = compose("config", overrides=["experiment=tiny", "device=cpu",
+                                             "transform=diffpure"])
+        chain = build(cfg.transform, "transform")  # composed through the app's Hydra
+    expected = OmegaConf.to_container(alone, resolve=True)["transform"]
+    assert chain.configs[1] == {**expected, "steps": 10}
+    assert chain.configs[1]["model"] == "tiny/sd" and chain.configs[1]["device"] == "cpu"
+    full = transform_config("diffpure", "chain.steps[0]", scale="full", device="cuda:1")
+    assert full["model"] != "tiny/sd" and full["device"] == "cuda:1"
+
+
+def test_an_unknown_scale_is_named():
+    with pytest.raises(BenchError, match=r"chain.steps\[0\]: no scale config named 'huge'.*tiny"):
+        Chain(steps=["jpeg"], scale="huge")

@@ -1,11 +1,14 @@
 """Every transform config: strength form, identity at 0, monotone damage, sizes, batching,
 its sweep line, and out-of-range values rejected at build time."""
 
+import copy
+import functools
 import itertools
 import re
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from benchmark.build import build
@@ -19,10 +22,16 @@ NAMES = sorted(p.stem for p in FOLDER.glob("*.yaml") if p.stem not in MODEL_BASE
 STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
+@functools.cache
+def composed(name: str) -> dict:
+    """`transform=<name>` as a run composes it (full scale, on the CPU)."""
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose("config", overrides=[f"transform={name}", "scale=full", "device=cpu"])
+    return OmegaConf.to_container(cfg, resolve=True)["transform"]
+
+
 def config(name, **overrides):
-    cfg = OmegaConf.to_container(OmegaConf.load(FOLDER / f"{name}.yaml"), resolve=True)
-    cfg.update(overrides)
-    return cfg
+    return {**copy.deepcopy(composed(name)), **overrides}
 
 
 def make(name, **overrides):

@@ -1,13 +1,13 @@
 """Any list of transforms applied in order: `transform=chain transform.steps=[resize,jpeg]`.
 
 Each step is one of
-- the name of a config of the transform group (`jpeg`): configs/transform/jpeg.yaml,
-- that name with overrides (`{jpeg: {quality: 50}}`), merged onto that file,
+- the name of a config of the transform group (`jpeg`),
+- that name with overrides (`{jpeg: {quality: 50}}`), merged onto that config,
 - a full config with its own `_target_`,
 and is built through the same `build()` as every component, so it is checked the
-same way. A step's file is read as it is: its per-scale variants (defaults list) do
-not apply, and interpolations such as `${device}` need an override
-(`{diffpure: {device: cuda}}`). A step may keep a new size (`{resize: {restore: false}}` uploads a
+same way. A named step is composed by Hydra as `transform=<name>` would be, at the job's
+scale (`scale`: its per-scale variant applies, so `experiment=tiny` gives a tiny `diffpure`
+step) and on the job's `device`. A step may keep a new size (`{resize: {restore: false}}` uploads a
 small picture to the next step); the chain restores the input size at its end
 (`restore: true`, bicubic: Pillow, or PyTorch when every step is differentiable).
 
@@ -17,11 +17,14 @@ set, is given to every step. The chain's version folds in its steps' resolved
 configs and versions, so editing a step's YAML file invalidates cached outputs.
 """
 
+import contextlib
 import hashlib
 import json
-from pathlib import Path
 
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import HydraException, MissingConfigException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -33,17 +36,31 @@ from benchmark.transforms.base import Transform, check_flag, check_strength
 from benchmark.transforms.resize import resize_pil, resize_tensor
 
 
-def transform_config(name: str, where: str) -> dict:
-    """configs/transform/<name>.yaml as a plain dict."""
-    folder = config_dir() / "transform"
-    path = folder / f"{name}.yaml"
-    if "/" in name or not path.is_file():
-        available = sorted(p.stem for p in folder.glob("*.yaml"))
-        raise BenchError(f"{where}: no transform config named {name!r}; "
-                         f"choose from {', '.join(available)}")
-    cfg = OmegaConf.load(Path(path))
-    cfg.pop("defaults", None)  # per-scale variants apply to the top-level transform only
-    return _resolve(cfg, where)
+def _config_search():
+    """Inside `bench run` the app's own search path (a user's --config-dir included);
+    elsewhere (a test, a SLURM worker without Hydra's globals) the packaged config tree."""
+    if GlobalHydra.instance().is_initialized():
+        return contextlib.nullcontext()
+    return initialize_config_dir(str(config_dir()), version_base="1.3")
+
+
+def transform_config(name: str, where: str, scale: str, device: str) -> dict:
+    """The config `transform=<name> scale=<scale> device=<device>` composes to, as a plain dict."""
+    if not isinstance(name, str) or not name or "/" in name or "=" in name:
+        raise BenchError(f"{where}: {name!r} is not a transform config name (e.g. jpeg)")
+    try:
+        with _config_search():
+            cfg = compose(overrides=[f"+transform={name}", f"+scale={scale}",
+                                     f"+device={json.dumps(str(device))}"])
+    except MissingConfigException as e:
+        group = "scale" if f"scale/{scale}" in str(e) else "transform"
+        wanted = scale if group == "scale" else name
+        raise BenchError(f"{where}: no {group} config named {wanted!r}; choose from "
+                         f"{', '.join(sorted(e.options or []))}") from e
+    except HydraException as e:
+        raise BenchError(f"{where}: cannot compose transform {name!r} at scale {scale!r}: "
+                         f"{str(e).split(chr(10))[0]}") from e
+    return _resolve(cfg, where)["transform"]  # resolved at the root, where ${device} points
 
 
 def _resolve(cfg, where: str) -> dict:
@@ -54,16 +71,16 @@ def _resolve(cfg, where: str) -> dict:
                          f"a full config with its values instead") from e
 
 
-def step_config(step, where: str) -> dict:
+def step_config(step, where: str, scale: str, device: str) -> dict:
     if isinstance(step, str):
-        return transform_config(step, where)
+        return transform_config(step, where, scale, device)
     if isinstance(step, dict) and "_target_" in step:
         return _resolve(step, where)
     if isinstance(step, dict) and len(step) == 1:
         (name, overrides), = step.items()
         check(where, str(name), overrides, overrides is None or isinstance(overrides, dict),
               "a mapping of parameter overrides, e.g. {jpeg: {quality: 50}}")
-        base = OmegaConf.create(transform_config(str(name), where))
+        base = OmegaConf.create(transform_config(str(name), where, scale, device))
         return _resolve(OmegaConf.merge(base, overrides or {}), where)
     raise BenchError(f"{where}: a step is a transform name (jpeg), a name with overrides "
                      f"({{jpeg: {{quality: 50}}}}) or a config with _target_; got {step!r}")
@@ -73,7 +90,7 @@ class Chain(Transform):
     name = "chain"
 
     def __init__(self, steps: list = ("resize", "jpeg"), restore: bool = True,
-                 strength: float | None = None):
+                 strength: float | None = None, scale: str = "full", device: str = "auto"):
         strength = check_strength(self.name, strength)
         check(self.name, "steps", steps, isinstance(steps, (list, tuple)) and len(steps) > 0,
               "a non-empty list of transforms")
@@ -81,7 +98,7 @@ class Chain(Transform):
         self.configs, self.steps = [], []
         for i, step in enumerate(steps):
             where = f"chain.steps[{i}]"
-            cfg = step_config(step, where)
+            cfg = step_config(step, where, scale, device)
             if strength is not None:
                 cfg["strength"] = strength
             self.configs.append(cfg)
