@@ -1,16 +1,22 @@
 """Speed and memory of every diffusion-targeted defense: seconds per image, peak memory.
 
-Default: full-size Stable Diffusion 1.5 architectures (UNet 860M, VAE 84M, CLIP
-ViT-L/14 text encoder) with RANDOM weights, which time the same as real ones:
-the model layer's built-in `random/sd-v1-5`, `random/sd-v1-5-inpaint` (9-channel
-UNet) and `random/instruct-pix2pix` (8-channel UNet), at 512 px, each defense at its published settings except the number of
-iterations: the script runs `--iterations` of them and extrapolates to the
-published count (the cost per iteration is constant). Precisions: fp32 weights
-with the attack in fp32, or under fp16 / bf16 autocast (`precision`).
+The defenses are the config group itself: every configs/defense/*.yaml, composed by Hydra
+as a run would (`experiment=sd15 defense=NAME`: published settings, full scale). Timed are
+those whose `model` (or `encoder.model`) is a Stable Diffusion checkpoint with a full-size
+random twin in the model layer (benchmark/models/tiny.py: `random/sd-v1-5`,
+`random/sd-v1-5-inpaint` with the 9-channel UNet, `random/instruct-pix2pix` with the
+8-channel UNet), which times the same as the real weights and needs no download; the others
+are listed as skipped, each with its reason. Each defense runs at 512 px at its published
+settings except the number of iterations: the script runs `--iterations` of them and
+extrapolates to the published count (the cost per iteration is constant). Precisions: fp32
+weights with the attack in fp32, or under fp16 / bf16 autocast (`precision`).
 
     python scripts/bench_defenses.py                       # GPU, 512 px, fp32 + fp16
     python scripts/bench_defenses.py --precisions fp32,bf16 --defenses advdm,sds
     python scripts/bench_defenses.py --tiny                # CPU smoke run: tiny models, 64 px
+
+--tiny times the same defenses composed with `experiment=tiny` (their
+configs/defense/scale/tiny_*.yaml: the tiny random models).
 
 Peak memory: torch.cuda.max_memory_allocated per run on CUDA; on CPU the
 process's peak resident set size so far (monotone, so an upper bound per row).
@@ -21,63 +27,138 @@ import argparse
 import csv
 import gc
 import resource
-import sys
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmark.build import build
+from benchmark.paths import config_dir
 
-# name -> (factory kwargs, published iterations, the model kind it attacks)
-DEFENSES = {
-    "photoguard_encoder": ({}, 1000, "sd"),
-    "photoguard_diffusion": ({"grad_samples": 10}, 200, "inpaint"),
-    "advdm": ({}, 100, "sd"),
-    "mist": ({}, 100, "sd"),
-    "sds": ({}, 100, "sd"),
-    "sdst": ({"textural": True}, 100, "sd"),
-    "diffusionguard": ({}, 800, "inpaint"),
-    "editshield": ({}, 30, "ip2p"),
-    "facelock": ({}, 100, "ip2p"),
+FULL_SCALE, TINY_SCALE = "sd15", "tiny"  # the experiments the defenses are composed with
+# published checkpoints -> the model layer's full-size random twin (same architecture)
+RANDOM_TWINS = {
+    "stable-diffusion-v1-5/stable-diffusion-v1-5": "random/sd-v1-5",
+    "CompVis/stable-diffusion-v1-4": "random/sd-v1-5",
+    "stable-diffusion-v1-5/stable-diffusion-inpainting": "random/sd-v1-5-inpaint",
+    "timbrooks/instruct-pix2pix": "random/instruct-pix2pix",
 }
-# the loader's built-in random models (benchmark/models/tiny.py): no weights files needed
-MODELS = {"sd": "random/sd-v1-5", "inpaint": "random/sd-v1-5-inpaint",
-          "ip2p": "random/instruct-pix2pix"}
-TINY_MODELS = {"sd": "tiny/sd", "inpaint": "tiny/sd-inpaint", "ip2p": "tiny/instruct-pix2pix"}
+ATTACKED_MODEL_KEYS = ("model", "encoder.model")
+# networks loaded besides the attacked model, which then need a twin too (FaceShield's)
+OTHER_CHECKPOINT_KEYS = ("adapter",)
+PRECISION_KEYS = ("precision", "encoder.dtype")  # an encoder attack runs at its weights' dtype
+# FaceLock's recogniser is a small random CNN here: its own (AdaFace ViT-B at 112 px) is not
+# available offline; LPIPS's VGG runs with untrained weights (same cost)
+OFFLINE_STAND_INS = {"face_model": "random", "lpips_random_backbone": True}
 
 
-def make_defense(name: str, model: str, tiny: bool, device: torch.device, iterations: int,
-                 precision: str):
-    from benchmark.defenses.advdm import AdvDM
-    from benchmark.defenses.diffusionguard import DiffusionGuard
-    from benchmark.defenses.editshield import EditShield
-    from benchmark.defenses.facelock import FaceLock
-    from benchmark.defenses.mist import Mist
-    from benchmark.defenses.photoguard import PhotoGuardDiffusion, PhotoGuardEncoder
-    from benchmark.defenses.sds import ScoreDistillation
+@dataclass
+class Selection:
+    timed: dict[str, int]  # defense -> its published iteration count
+    skipped: dict[str, str]  # defense -> why it is not timed
 
-    extra, _, _ = DEFENSES[name]
-    if name == "photoguard_encoder":  # its precision is the encoder's dtype
-        dtype = "fp32" if precision == "fp32" else precision
-        return PhotoGuardEncoder({"_target_": "benchmark.models.encoders.SDVaeEncoder",
-                                  "model": model, "dtype": dtype, "device": str(device)},
-                                 iterations=iterations)
-    common = {"model": model, "iterations": iterations, "device": str(device),
-              "precision": precision, **extra}
-    if name == "facelock":
-        # the recogniser is a small random CNN here: FaceLock's own (AdaFace ViT-B at 112 px)
-        # is not available offline; LPIPS's VGG runs with untrained weights (same cost)
-        common.update(face_model="random", lpips_random_backbone=True,
-                      lpips_net="squeeze" if tiny else "vgg")
-    if name == "photoguard_diffusion" and tiny:
-        common.update(grad_samples=2, steps=2)
-    cls = {"photoguard_diffusion": PhotoGuardDiffusion, "advdm": AdvDM, "mist": Mist,
-           "sds": ScoreDistillation, "sdst": ScoreDistillation, "diffusionguard": DiffusionGuard,
-           "editshield": EditShield, "facelock": FaceLock}[name]
-    return cls(**common)
+    def print_skipped(self) -> None:
+        for name, reason in self.skipped.items():
+            print(f"skipped {name}: {reason}", flush=True)
+
+
+def defense_names(configs: Path) -> list[str]:
+    return sorted(p.stem for p in (configs / "defense").glob("*.yaml"))
+
+
+def composed(names: list[str], experiment: str, configs: Path,
+             overrides: tuple[str, ...] = ()) -> dict[str, DictConfig]:
+    """Each defense's config as a run of `experiment` composes it."""
+    with initialize_config_dir(str(configs), version_base="1.3"):
+        runs = {name: compose("config", overrides=[f"experiment={experiment}",
+                                                   f"defense={name}", *overrides])
+                for name in names}
+    return {name: detached(run.defense) for name, run in runs.items()}
+
+
+def detached(node: DictConfig) -> DictConfig:
+    """`node` resolved against its run (`${device}`, `${encoder}`), so that it can be edited
+    and built on its own."""
+    return OmegaConf.create(OmegaConf.to_container(node, resolve=True))
+
+
+def attacked_model(cfg: DictConfig) -> tuple[str, str] | None:
+    """(key, checkpoint) of the model the defense attacks, if it names one."""
+    for key in ATTACKED_MODEL_KEYS:
+        if (checkpoint := OmegaConf.select(cfg, key)) is not None:
+            return key, checkpoint
+    return None
+
+
+def checkpoints(cfg: DictConfig) -> dict[str, str]:
+    """key -> checkpoint of every model-layer network the defense loads."""
+    attacked = attacked_model(cfg)
+    found = {attacked[0]: attacked[1]} if attacked else {}
+    found.update({key: cfg[key] for key in OTHER_CHECKPOINT_KEYS if cfg.get(key) is not None})
+    return found
+
+
+def full_size_skip_reason(cfg: DictConfig) -> str | None:
+    if attacked_model(cfg) is None:
+        keys = " or ".join(ATTACKED_MODEL_KEYS)
+        return f"no {keys} key: it attacks no Stable Diffusion checkpoint"
+    missing = [f"{key} {value}" for key, value in checkpoints(cfg).items()
+               if value not in RANDOM_TWINS]
+    return f"{', '.join(missing)}: no full-size random twin" if missing else None
+
+
+def tiny_skip_reason(cfg: DictConfig) -> str | None:
+    full_size = [f"{key} {value}" for key, value in checkpoints(cfg).items()
+                 if not value.startswith("tiny/")]
+    return f"its tiny scale still loads {', '.join(full_size)}" if full_size else None
+
+
+def select_defenses(names: list[str] | None = None, tiny: bool = False,
+                    configs: Path | None = None) -> Selection:
+    """The defenses of the config group (or `names` of them) to time, and the rest with why."""
+    configs = configs or config_dir()
+    known = defense_names(configs)
+    names = names or known
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise SystemExit(f"unknown defenses {unknown}; choose from {known}")
+    selection = Selection({}, {})
+    for name, cfg in composed(names, FULL_SCALE, configs).items():
+        if reason := full_size_skip_reason(cfg):
+            selection.skipped[name] = reason
+        else:
+            selection.timed[name] = cfg.iterations
+    if tiny:
+        for name, cfg in composed(list(selection.timed), TINY_SCALE, configs).items():
+            if reason := tiny_skip_reason(cfg):
+                selection.skipped[name] = reason
+                del selection.timed[name]
+    return selection
+
+
+def precision_key(cfg: DictConfig) -> str:
+    return next(key for key in PRECISION_KEYS if OmegaConf.select(cfg, key) is not None)
+
+
+def defense_config(name: str, tiny: bool, device: torch.device | str, iterations: int,
+                   precision: str, configs: Path | None = None) -> DictConfig:
+    """The defense as a run composes it, on the random twins (tiny models with `tiny`), with
+    `iterations` and `precision`, and offline stand-ins for networks that need downloads."""
+    experiment = TINY_SCALE if tiny else FULL_SCALE
+    cfg = composed([name], experiment, configs or config_dir(), (f"device={device}",))[name]
+    if not tiny:
+        for key, checkpoint in checkpoints(cfg).items():
+            OmegaConf.update(cfg, key, RANDOM_TWINS[checkpoint])
+    cfg.iterations = iterations
+    OmegaConf.update(cfg, precision_key(cfg), precision)
+    for key, value in OFFLINE_STAND_INS.items():
+        if key in cfg:
+            cfg[key] = value
+    return cfg
 
 
 def peak_memory_gib(device: torch.device) -> float:
@@ -90,19 +171,17 @@ def run(args) -> list[dict]:
     device = torch.device(args.device if args.device != "auto" else
                           ("cuda" if torch.cuda.is_available() else "cpu"))
     size = 64 if args.tiny else args.size
-    names = args.defenses.split(",") if args.defenses else list(DEFENSES)
-    unknown = [n for n in names if n not in DEFENSES]
-    if unknown:
-        raise SystemExit(f"unknown defenses {unknown}; choose from {list(DEFENSES)}")
+    selection = select_defenses(args.defenses.split(",") if args.defenses else None, args.tiny)
+    selection.print_skipped()
     x = torch.rand(args.batch, 3, size, size, generator=torch.Generator().manual_seed(0))
     x = x.to(device)
     seeds = list(range(args.batch))
     rows = []
-    for name in names:
-        _, published, kind = DEFENSES[name]
-        model = (TINY_MODELS if args.tiny else MODELS)[kind]
+    for name, published in selection.timed.items():
         for precision in args.precisions.split(","):
-            d = make_defense(name, model, args.tiny, device, args.iterations, precision)
+            cfg = defense_config(name, args.tiny, device, args.iterations, precision)
+            model = attacked_model(cfg)[1]
+            d = build(cfg, "defense")
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
                 torch.cuda.reset_peak_memory_stats(device)
@@ -125,14 +204,15 @@ def run(args) -> list[dict]:
             seconds = time.perf_counter() - start
             per_iteration = seconds / args.batch / args.iterations
             rows.append({
-                "defense": name, "precision": precision, "device": torch.cuda.get_device_name(device)
-                if device.type == "cuda" else "cpu", "size": size, "batch": args.batch,
+                "defense": name, "precision": precision,
+                "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                "size": size, "batch": args.batch,
                 "model": model,
                 "iterations_run": args.iterations, "published_iterations": published,
                 "s_per_iteration_per_image": round(per_iteration, 4),
                 "s_per_image_published": round(per_iteration * published, 2),
                 "peak_memory_gib": round(peak_memory_gib(device), 2), "error": error})
-            print(f"{name:<22} {precision:<5} {per_iteration:8.4f} s/it/img  "
+            print(f"{name:<26} {precision:<5} {per_iteration:8.4f} s/it/img  "
                   f"{per_iteration * published:9.2f} s/img @ {published} it  "
                   f"{rows[-1]['peak_memory_gib']:7.2f} GiB {error}", flush=True)
             del d
@@ -179,7 +259,7 @@ def main(argv=None) -> list[dict]:
         rows = run(args)
     print()
     print(markdown(rows))
-    if args.out:
+    if args.out and rows:
         with open(args.out, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
             writer.writeheader()

@@ -23,15 +23,15 @@ import argparse
 import importlib.util
 import math
 import statistics
-import sys
 import time
 import warnings
 from pathlib import Path
 
 import torch
 
+from benchmark.build import build
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def _bench_defenses():
@@ -107,18 +107,20 @@ def run(args) -> list[dict]:
     bench = _bench_defenses()
     device = torch.device(args.device if args.device != "auto" else
                           ("cuda" if torch.cuda.is_available() else "cpu"))
-    names = args.defenses.split(",") if args.defenses else list(bench.DEFENSES)
+    selection = bench.select_defenses(args.defenses.split(",") if args.defenses else None,
+                                      args.tiny)
+    selection.print_skipped()
     rows = []
-    for name in names:
-        _, _, kind = bench.DEFENSES[name]
-        model = (bench.TINY_MODELS if args.tiny else bench.MODELS)[kind]
+    for name in selection.timed:
+        cfg = bench.defense_config(name, args.tiny, device, 1, "fp32")
+        model = bench.attacked_model(cfg)[1]
         row = {"defense": name, "device": "cpu" if device.type == "cpu"
                else torch.cuda.get_device_name(device), "size": args.size, "model": model}
         for batch in (int(b) for b in args.batches.split(",")):
             x = torch.rand(batch, 3, args.size, args.size,
                            generator=torch.Generator().manual_seed(0)).to(device)
             seeds = list(range(batch))
-            defense = bench.make_defense(name, model, args.tiny, device, 1, "fp32")
+            defense = build(cfg, "defense")
             if hasattr(defense, "parts"):
                 _ = defense.parts
             m = measure(defense, x, seeds, device, args.short, args.iterations, args.repeats)
@@ -128,7 +130,7 @@ def run(args) -> list[dict]:
                         f"img_per_s_b{batch}": round(batch / m["s_per_iteration"], 2)
                         if math.isfinite(m["s_per_iteration"]) else math.nan,
                         f"repeats_b{batch}": m["ratios"]})
-            print(f"{name:<22} batch {batch}: {m['ratio']:.3f}x  {m['s_per_iteration']:.4f} s/it "
+            print(f"{name:<26} batch {batch}: {m['ratio']:.3f}x  {m['s_per_iteration']:.4f} s/it "
                   f"(floor {m['floor_s']:.4f} s; repeats {m['ratios']})", flush=True)
         rows.append(row)
     return rows

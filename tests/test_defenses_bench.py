@@ -1,12 +1,19 @@
-"""scripts/bench_defenses.py runs on the CPU with --tiny and reports every row it is asked for."""
+"""scripts/bench_defenses.py: the defenses it times come from the config group; with --tiny it
+runs on the CPU and reports every row it is asked for."""
 
 import csv
 import importlib.util
 import math
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
+
+from benchmark.build import build
+from benchmark.models.tiny import FULL_SIZE
+from benchmark.paths import config_dir
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_defenses.py"
 
@@ -37,8 +44,66 @@ def test_bench_defenses_tiny_writes_one_row_per_defense_and_precision(tmp_path):
         published = float(row["s_per_image_published"])
         per_it = float(row["s_per_iteration_per_image"])
         assert abs(published - per_it * int(row["published_iterations"])) < 0.01 * published + 0.01
-    assert set(script.DEFENSES) >= {"photoguard_encoder", "photoguard_diffusion", "advdm", "mist",
-                                     "sds", "sdst", "diffusionguard", "editshield", "facelock"}
+
+
+def test_unknown_defenses_are_named_with_the_choices():
+    with pytest.raises(SystemExit, match=r"\['bogus'\].*'advdm'.*'sdst'"):
+        load_script().main(["--tiny", "--defenses", "advdm,bogus"])
+
+
+def test_every_defense_config_is_timed_or_skipped_with_a_reason():
+    script = load_script()
+    group = {p.stem for p in (config_dir() / "defense").glob("*.yaml")}
+    selection = script.select_defenses()
+    assert set(selection.timed) | set(selection.skipped) == group
+    assert not set(selection.timed) & set(selection.skipped)
+    assert all(selection.skipped.values())
+    assert set(selection.timed) >= {"photoguard_encoder", "photoguard_encoder_inpaint",
+                                     "photoguard_diffusion", "advdm", "mist", "sds", "sdst",
+                                     "diffusionguard", "editshield", "facelock"}
+    assert set(selection.skipped) >= {"anti_forgery", "cmua", "df_rap", "disrupting_deepfakes",
+                                      "silencer_i", "faceshield", "noise", "none"}
+    assert "h94/IP-Adapter" in selection.skipped["faceshield"]
+    assert "hallo" in selection.skipped["silencer_i"]
+    for name, published in selection.timed.items():  # as the defense's own file states it
+        own = yaml.safe_load((config_dir() / "defense" / f"{name}.yaml").read_text())
+        assert published == own.get("iterations", published), name
+
+
+def test_a_defense_dropped_into_the_group_is_timed_without_editing_the_script(tmp_path):
+    script = load_script()
+    configs = tmp_path / "configs"
+    shutil.copytree(config_dir(), configs)
+    (configs / "defense" / "advdm_longer.yaml").write_text(
+        "defaults:\n  - advdm\n  - _self_\n\niterations: 250\n")
+    (configs / "defense" / "gan_attack.yaml").write_text(
+        "_target_: benchmark.defenses.noise.UniformNoise\nmodel: someone/a-gan\n")
+    selection = script.select_defenses(configs=configs)
+    assert selection.timed["advdm_longer"] == 250
+    assert "someone/a-gan" in selection.skipped["gan_attack"]
+    cfg = script.defense_config("advdm_longer", False, "cpu", 3, "bf16", configs=configs)
+    assert (cfg.model, cfg.iterations, cfg.precision) == ("random/sd-v1-5", 3, "bf16")
+
+
+def test_timed_defenses_run_on_random_twins_at_their_composed_settings():
+    """Full size: the published checkpoint's random twin, stand-ins for the networks that cannot
+    be downloaded offline, the rest as a run composes it; --tiny: the tiny models."""
+    script = load_script()
+    for name in script.select_defenses().timed:
+        full = script.defense_config(name, False, "cpu", 3, "fp16")
+        tiny = script.defense_config(name, True, "cpu", 1, "fp32")
+        assert script.attacked_model(full)[1] in FULL_SIZE, name
+        assert script.attacked_model(tiny)[1].startswith("tiny/"), name
+        assert full.iterations == 3 and tiny.iterations == 1
+        assert full.get("precision", full.get("encoder", {}).get("dtype")) == "fp16", name
+    encoder = script.defense_config("photoguard_encoder", False, "cpu", 3, "bf16").encoder
+    assert (encoder.model, encoder.dtype) == ("random/sd-v1-5", "bf16")
+    facelock = script.defense_config("facelock", False, "cpu", 3, "fp32")
+    assert (facelock.face_model, facelock.lpips_random_backbone, facelock.lpips_net) == (
+        "random", True, "vgg")
+    assert script.defense_config("photoguard_diffusion", False, "cpu", 3, "fp32").grad_samples == 10
+    assert script.defense_config("sdst", False, "cpu", 3, "fp32").textural is True
+    assert script.defense_config("mist", False, "cpu", 3, "fp32").model == "random/sd-v1-5"
 
 
 def test_the_full_size_runs_use_sd15_architectures():
@@ -47,8 +112,8 @@ def test_the_full_size_runs_use_sd15_architectures():
     from benchmark.models.tiny import tiny_text_encoder, tiny_unet, tiny_vae
 
     script = load_script()
-    assert sorted(script.MODELS.values()) == ["random/instruct-pix2pix", "random/sd-v1-5",
-                                             "random/sd-v1-5-inpaint"]
+    assert sorted(set(script.RANDOM_TWINS.values())) == ["random/instruct-pix2pix",
+                                                        "random/sd-v1-5", "random/sd-v1-5-inpaint"]
     with torch.device("meta"):
         count = {name: sum(p.numel() for p in m.parameters()) for name, m in (
             ("unet", tiny_unet("random/sd-v1-5")), ("inpaint", tiny_unet("random/sd-v1-5-inpaint")),
@@ -60,7 +125,6 @@ def test_the_full_size_runs_use_sd15_architectures():
     assert abs(count["text"] - 123_060_480) < 1e6, count
 
 
-
 def test_pgd_overhead_script_uses_the_defenses_own_objective_as_floor(monkeypatch):
     """The floor is the loss the defense hands to PGD, once per gradient sample; an engine that
     evaluated it twice per iteration would show a ratio near 2."""
@@ -69,7 +133,7 @@ def test_pgd_overhead_script_uses_the_defenses_own_objective_as_floor(monkeypatc
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     bench = load_script()
-    d = bench.make_defense("photoguard_encoder", "tiny/sd", True, torch.device("cpu"), 1, "fp32")
+    d = build(bench.defense_config("photoguard_encoder", True, "cpu", 1, "fp32"), "defense")
     captured = script.CapturedObjective(d)
     x = torch.rand(1, 3, 32, 32)
     d.protect(x, [0])
