@@ -673,3 +673,19 @@ def test_cmua_published_step_direction_beats_the_flipped_one(tmp_path, faces):
         ascended = distance_after_release(editor, faces, (faces + published).clamp(0, 1))
         descended = distance_after_release(editor, faces, (faces + flipped).clamp(0, 1))
         assert ascended > 2 * descended, (editor.name, ascended, descended)
+
+
+@pytest.mark.parametrize("editor", [
+    {"_target_": "benchmark.generators.base.NoGenerator"},       # a generator, not a GAN editor
+    {"_target_": "benchmark.defenses.noise.UniformNoise"},       # not a generator at all
+])
+def test_the_gan_defenses_refuse_an_editor_that_is_not_a_gan_attribute_editor(editor, tmp_path):
+    from benchmark.defenses.cmua import CMUA
+    from benchmark.defenses.disrupting_deepfakes import DisruptingDeepfakes
+    from benchmark.errors import ConfigValueError
+
+    with pytest.raises(ConfigValueError, match="editor.*a GAN attribute editor"):
+        DisruptingDeepfakes(editor)
+    with pytest.raises(ConfigValueError, match="editors.x.*a GAN attribute editor"):
+        CMUA(editors={"x": editor}, cache_dir=str(tmp_path),
+             training_set={"_target_": "benchmark.data.portraits.PortraitsDataset", "limit": 1})

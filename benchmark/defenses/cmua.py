@@ -42,9 +42,9 @@ import torch.nn.functional as F
 from benchmark.build import build
 from benchmark.cache import ArtifactCache, cache_key
 from benchmark.defenses.base import Defense, check_budget
-from benchmark.defenses.gan_editors import mse
+from benchmark.defenses.gan_editors import is_attribute_editor, mse
 from benchmark.errors import BenchError, check
-from benchmark.generators.gan import GanEditor
+from benchmark.generators.base import Generator
 from benchmark.images import content_key, derive_seed, generator_for
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ class CMUA(Defense):
         for label, config in editors.items():
             editor = build(config, where=f"{self.name}.editors.{label}")
             check(self.name, f"editors.{label}", type(editor).__name__,
-                  isinstance(editor, GanEditor), "a GAN attribute editor config")
+                  is_attribute_editor(editor), "a GAN attribute editor config")
             self.editors[label] = editor
         self.factors = {label: float(factors.get(label, 1.0)) for label in self.editors}
         self.training_set = build(training_set, where=f"{self.name}.training_set")
@@ -151,7 +151,7 @@ class CMUA(Defense):
             attributes = ([data.attributes_of(s.image_id) for s in chunk] if needs else None)
             yield torch.stack([s.x for s in chunk]), attributes
 
-    def _targets(self, editor: GanEditor, n: int, attributes) -> list[torch.Tensor]:
+    def _targets(self, editor: Generator, n: int, attributes) -> list[torch.Tensor]:
         source = editor.source_vectors(n, attributes)
         vectors = editor.all_target_vectors(source)
         if editor.name == "attgan":  # universal_attack.py: att_b_list = [att_a] + 13 flips

@@ -47,8 +47,8 @@ from torch import nn
 from benchmark.defenses.gan_editors import GanEditorDefense
 from benchmark.defenses.pgd import LinfPGD
 from benchmark.errors import check
-from benchmark.generators.gan import load_network, resolve_weights
 from benchmark.models import shared
+from benchmark.models.checkpoints import load_network, resolve_weights
 from benchmark.transforms.jpeg_social import DFRAP_FREQUENCIES, DFRAP_QUALITIES
 
 log = logging.getLogger(__name__)

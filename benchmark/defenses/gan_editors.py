@@ -32,9 +32,14 @@ import torch
 from benchmark.build import build
 from benchmark.defenses.base import Defense
 from benchmark.errors import check
-from benchmark.generators.gan import GanEditor
+from benchmark.generators.base import Generator
 
 MODES = ("all", "cycle", "seed")
+
+
+def is_attribute_editor(component) -> bool:
+    """A GAN attribute editor (StarGAN, AttGAN), known by the generator contract's flag."""
+    return isinstance(component, Generator) and component.attribute_editor
 
 
 def mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -46,7 +51,7 @@ class GanEditorDefense(Defense):
 
     def __init__(self, editor: dict, condition="all"):
         self.editor = build(editor, where=f"{self.name}.editor")
-        check(self.name, "editor", type(self.editor).__name__, isinstance(self.editor, GanEditor),
+        check(self.name, "editor", type(self.editor).__name__, is_attribute_editor(self.editor),
               "a GAN attribute editor config (benchmark.generators.stargan.StarGAN, "
               "benchmark.generators.attgan.AttGAN)")
         names = self.editor.attributes

@@ -46,10 +46,9 @@ import torch
 from benchmark.defenses.base import Defense
 from benchmark.defenses.pgd import LinfPGD
 from benchmark.errors import BenchError, check
-from benchmark.generators.talking_head import check_model
 from benchmark.models import resolve_device
 from benchmark.models.sd_ops import NoiseStreams
-from benchmark.models.talking_head import load_talking_head
+from benchmark.models.talking_head import check_model, load_talking_head
 
 
 class SilencerI(Defense):

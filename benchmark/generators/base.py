@@ -23,6 +23,9 @@ class Generator:
     needs_audio = False  # true: edit() takes audio=, each image's dataset audio clip
     masks_option = "mask=dataset"  # how a user asks for the dataset's masks
     frames = 1  # > 1: edit() returns videos as film strips of this many frames
+    # true: a differentiable GAN attribute editor (generators.gan.GanEditor: network, translate,
+    # source_vectors, target_vector, all_target_vectors), what the GAN-editor defenses attack
+    attribute_editor = False
     notice: str | None = None  # a deviation this instance runs with, printed with the job's notice
 
     def variants(self) -> list[tuple[str, "Generator", dict]] | None:

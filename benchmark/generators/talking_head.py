@@ -26,21 +26,8 @@ import torch
 from benchmark.errors import BenchError, check
 from benchmark.generators.base import Generator
 from benchmark.models import resolve_device
-from benchmark.models.talking_head import BACKENDS, hallo_paths, load_talking_head
-from benchmark.models.tiny import TALKING_HEADS
+from benchmark.models.talking_head import check_model, load_talking_head
 from benchmark.video import tile
-
-
-def check_model(component: str, model: str, hallo_root: str | None, pretrained: str | None,
-                dtype: str) -> None:
-    """Refuse a bad back end before any compute (Hallo: its checkout and weight files)."""
-    from benchmark.models import DTYPES
-
-    check(component, "model", model, model in BACKENDS,
-          f"one of {BACKENDS} ({TALKING_HEADS[0]}: random weights, plumbing only)")
-    check(component, "dtype", dtype, dtype in DTYPES, f"one of {sorted(DTYPES)}")
-    if model == "hallo":
-        hallo_paths(hallo_root, pretrained, component)
 
 
 class TalkingHeadGenerator(Generator):

@@ -54,9 +54,9 @@ import torch
 import torch.nn.functional as F
 
 from benchmark.data.audio import Audio, resample
-from benchmark.errors import BenchError, MissingModelError
+from benchmark.errors import BenchError, MissingModelError, check
 from benchmark.images import content_key, generator_for, to_pil
-from benchmark.models import shared
+from benchmark.models import DTYPES, shared
 
 log = logging.getLogger(__name__)
 
@@ -399,6 +399,16 @@ class HalloTalkingHead:
             reader.clear()
             writer.clear()
         return torch.stack(losses)
+
+
+def check_model(component: str, model: str, hallo_root: str | None, pretrained: str | None,
+                dtype: str) -> None:
+    """Refuse a bad back end before any compute (Hallo: its checkout and weight files)."""
+    check(component, "model", model, model in BACKENDS,
+          f"one of {BACKENDS} ({BACKENDS[0]}: random weights, plumbing only)")
+    check(component, "dtype", dtype, dtype in DTYPES, f"one of {sorted(DTYPES)}")
+    if model == "hallo":
+        hallo_paths(hallo_root, pretrained, component)
 
 
 def load_talking_head(model: str, device: torch.device, hallo_root: str | None = None,
