@@ -29,6 +29,9 @@ import ast
 from pathlib import Path
 
 import pytest
+import yaml
+
+from benchmark.paths import config_dir
 
 PACKAGE = Path(__file__).resolve().parents[1] / "benchmark"
 FOUNDATION = {"errors", "images", "paths", "schema"}
@@ -45,9 +48,21 @@ ALLOWED = {
 BASES = {f"benchmark.{kind}.base" for kind in
          ("data", "defenses", "generators", "metrics", "transforms")}
 DEFENSE_MAY_IMPORT = {"benchmark.generators.base"}  # the generator contract
-DEFENSE_PAPERS = {"advdm", "anti_forgery", "cmua", "df_rap", "diffusionguard",
-                  "disrupting_deepfakes", "editshield", "facelock", "faceshield", "mist",
-                  "photoguard", "sds", "silencer"}
+
+
+def defense_papers() -> set[str]:
+    """The defense modules the config group names, one paper each (the group is the registry;
+    base, pgd, masks, eot, ... are the shared modules no config names)."""
+    found = set()
+    for path in (config_dir() / "defense").glob("*.yaml"):
+        target = (yaml.safe_load(path.read_text()) or {}).get("_target_", "")
+        parts = target.split(".")
+        if parts[:2] == ["benchmark", "defenses"] and parts[2] != "base":
+            found.add(parts[2])
+    return found
+
+
+DEFENSE_PAPERS = defense_papers()
 TORCH_AT_MODULE_LEVEL_OK = {"benchmark.results.plots"}
 
 
