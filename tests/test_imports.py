@@ -170,3 +170,17 @@ def test_the_rule_catches(module, source):
 ])
 def test_the_rule_allows(module, source):
     assert not violations(module, source)
+
+
+def private_imports(source: str) -> list[str]:
+    """Names starting with one underscore imported from another benchmark module."""
+    return [f"{node.module}.{a.name}" for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("benchmark")
+            for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+
+
+def test_no_module_imports_another_modules_private_names():
+    assert private_imports("from benchmark.models.arcface import _load_landmarks68\n")
+    assert not private_imports("from benchmark.models.diffusion import frozen as _frozen\n")
+    found = {module_name(p): private_imports(p.read_text()) for p in modules()}
+    assert not {m: names for m, names in found.items() if names}

@@ -89,8 +89,12 @@ from benchmark.defenses.pgd import LinfPGD
 from benchmark.errors import BenchError, check
 from benchmark.images import to_uint8
 from benchmark.models import ip_adapter as ipa
-from benchmark.models import shared
-from benchmark.models.face_align import CROP_SIZE, TEMPLATE_112, five_points, similarity_transform
+from benchmark.models.face_align import (
+    CROP_SIZE,
+    TEMPLATE_112,
+    detected_five_points,
+    similarity_transform,
+)
 from benchmark.models.face_detection import DETECTORS, FaceDetector
 from benchmark.models.sd_ops import NoiseStreams, embed_prompts, encode
 
@@ -179,19 +183,13 @@ class FaceAlignment:
 
     def fit(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 2, 3) maps from crop pixel (column, row, 1) to image pixel coordinates."""
-        from benchmark.models.arcface import _load_landmarks68
-
         maps = []
         for i, xi in enumerate(x):
             image = np.ascontiguousarray(to_uint8(xi))
             boxes = self.detector.detect(image)
             height, width = image.shape[:2]
             if boxes:
-                dlib, predictor = shared(("dlib-landmarks-68",), _load_landmarks68)
-                box = boxes[0]
-                rect = dlib.rectangle(round(box.left), round(box.top), round(box.right),
-                                      round(box.bottom))
-                points = five_points([(p.x, p.y) for p in predictor(image, rect).parts()])
+                points = detected_five_points(image, boxes[0])
                 forward = np.vstack([similarity_transform(points, TEMPLATE_112), [0, 0, 1]])
                 maps.append(np.linalg.inv(forward)[:2])
             else:

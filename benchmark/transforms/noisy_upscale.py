@@ -81,12 +81,12 @@ class NoisyUpscale(Transform):
     def _build_pipeline(self):
         from diffusers import DDPMScheduler, StableDiffusionUpscalePipeline
 
-        from benchmark.models.diffusion import _from_pretrained
+        from benchmark.models.diffusion import load_pretrained
         from benchmark.models.tiny import is_builtin
 
         check(self.name, "model", self.model, not is_builtin(self.model),
               "an x4-upscaler folder or id (no built-in tiny upscaler; tests build one locally)")
-        low_res = _from_pretrained(DDPMScheduler, self.model, "low_res_scheduler")
+        low_res = load_pretrained(DDPMScheduler, self.model, "low_res_scheduler")
         pipe = StableDiffusionUpscalePipeline(
             vae=load_vae(self.model, self.dtype, self.device),
             text_encoder=load_text_encoder(self.model, self.dtype, self.device),

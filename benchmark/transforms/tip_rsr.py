@@ -228,16 +228,11 @@ class TipRsr(Transform):
         """Five points per face (eyes, nose tip, mouth corners), in image pixels."""
         if self.landmarks == "template":
             return [FFHQ_TEMPLATE_512 * (image.shape[1] / 512, image.shape[0] / 512)]
-        from benchmark.models import shared
-        from benchmark.models.arcface import _load_landmarks68
-        from benchmark.models.face_align import five_points
+        from benchmark.models.face_align import detected_five_points
 
-        dlib, predictor = shared(("dlib-landmarks-68",), _load_landmarks68)
         faces = []
         for box in self.detector.detect(image):
-            rect = dlib.rectangle(round(box.left), round(box.top), round(box.right),
-                                  round(box.bottom))
-            points = five_points([(p.x, p.y) for p in predictor(image, rect).parts()])
+            points = detected_five_points(image, box)
             if np.linalg.norm(points[0] - points[1]) >= EYE_DISTANCE_MIN:
                 faces.append(points)
         return faces
