@@ -15,6 +15,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
 from benchmark import __version__
 from benchmark.errors import BenchError
@@ -76,7 +77,7 @@ def run_app(cfg: DictConfig) -> None:
     labels = _labels(hc)
     try:
         fingerprint = config_fingerprint(cfg)
-    except Exception:  # an unresolvable value: the job itself reports it below
+    except (OmegaConfBaseException, ValueError, TypeError):  # the job itself reports it below
         fingerprint = None
     if multirun and fingerprint:
         wait_for_live_run(outdir)  # left running by a killed launcher (submitit_local)

@@ -26,7 +26,8 @@ def run_sweep(workdir: Path, cache: Path, extra: list[str], tag: str) -> tuple[f
     cmd = ["bench", "run", "-m", *SWEEP, "progress=false", f"hydra.sweep.dir={sweep_dir}", *extra]
     env = {**os.environ, "BENCH_CACHE": str(cache)}
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True,
+                          check=False)
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")

@@ -75,11 +75,11 @@ def tiny_clip(tmp_path_factory):
     path = tmp_path_factory.mktemp("tiny-clip")
     torch.manual_seed(0)
     config = CLIPConfig(
-        text_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-                         num_attention_heads=4, vocab_size=60, max_position_embeddings=77,
-                         bos_token_id=0, eos_token_id=1, pad_token_id=1),
-        vision_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-                           num_attention_heads=4, image_size=32, patch_size=8),
+        text_config={"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2,
+                     "num_attention_heads": 4, "vocab_size": 60, "max_position_embeddings": 77,
+                     "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 1},
+        vision_config={"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2,
+                       "num_attention_heads": 4, "image_size": 32, "patch_size": 8},
         projection_dim=16)
     CLIPModel(config).save_pretrained(path)
     vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}

@@ -62,7 +62,7 @@ def _local_moments(a: torch.Tensor, b: torch.Tensor, taps: torch.Tensor) -> list
     """Window-weighted local E[a], E[b], E[a^2 + b^2], E[ab] (N, C, H', W') over the pixels
     whose window lies inside the image. SSIM needs only the sum of the two variances, so four
     filtered maps do the work of the usual five."""
-    n, c, h, w = a.shape
+    c = a.shape[1]
     k = len(taps)
     taps = taps.to(a)
     x = torch.cat([a, b, a * a + b * b, a * b], dim=1)
@@ -201,7 +201,7 @@ class SSIM(_PixelMetric):
     def _skimage(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         from skimage.metrics import structural_similarity
 
-        options = (dict(gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+        options = ({"gaussian_weights": True, "sigma": 1.5, "use_sample_covariance": False}
                    if self.gaussian_weights else {})
         return torch.tensor([structural_similarity(self._hwc(ai), self._hwc(bi), data_range=1.0,
                                                    channel_axis=2, **options)
