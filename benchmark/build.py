@@ -42,6 +42,20 @@ def _component_bases() -> tuple[type, ...]:
     return ImageDataset, Defense, Transform, Generator, Metric, torch.nn.Module
 
 
+# Config keys that say where or how fast a component runs, not what it computes: cache keys
+# leave them out at every depth (tests/test_cache.py reviews every parameter so named).
+RUNTIME_KEYS = frozenset({"device", "batch_size", "max_batch", "compile", "progress"})
+
+
+def semantic_config(config: Any) -> Any:
+    """A plain config without its RUNTIME_KEYS at any depth: what a cache key is made of."""
+    if isinstance(config, dict):
+        return {k: semantic_config(v) for k, v in config.items() if k not in RUNTIME_KEYS}
+    if isinstance(config, (list, tuple)):
+        return [semantic_config(v) for v in config]
+    return config
+
+
 def resolve_target(target: Any, where: str) -> type:
     """The component class `target` names, or a BenchError saying why it is refused."""
     refused = (f"{where}: _target_ {target!r} is not allowed; a component must be a class "

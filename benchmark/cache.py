@@ -35,25 +35,14 @@ import numpy as np
 import torch
 from PIL import Image
 
+from benchmark.build import semantic_config
 from benchmark.errors import BenchError
 from benchmark.images import from_uint8, to_uint8
 
 log = logging.getLogger(__name__)
 
-# Config keys that say where or how fast a component runs, not what it computes.
-NON_SEMANTIC_KEYS = frozenset({"device", "batch_size", "max_batch", "compile", "progress"})
-
-
-def _semantic(config):
-    if isinstance(config, dict):
-        return {k: _semantic(v) for k, v in config.items() if k not in NON_SEMANTIC_KEYS}
-    if isinstance(config, (list, tuple)):
-        return [_semantic(v) for v in config]
-    return config
-
-
 def cache_key(stage: str, config: dict, version: str, inputs: list[str], seed: int | None) -> str:
-    payload = {"stage": stage, "config": _semantic(config), "version": str(version),
+    payload = {"stage": stage, "config": semantic_config(config), "version": str(version),
                "inputs": list(inputs), "seed": seed}
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()

@@ -52,3 +52,64 @@ def test_info_and_clear(tmp_path):
     assert {k: v["entries"] for k, v in info.items()} == {"embed": 1, "job": 1, "protect": 1}
     assert cache.clear(["embed"]) == 1 and "embed" not in cache.info()
     assert cache.clear() == 2 and cache.info() == {}
+
+
+def test_keys_stay_what_earlier_versions_computed():
+    """A cache filled by an earlier version stays valid: this key was computed by the code
+    before the runtime keys moved to benchmark.build (5fe06c5). A change here must be deliberate
+    (and bump the versions it invalidates)."""
+    config = {**CFG, "inner": {"max_batch": 4, "x": [1, {"compile": True, "y": 2}]}}
+    assert cache_key("transform", config, "1", ["abc"], 7) == (
+        "9bed86ed4d7bce4e6d198c110a2645a838c906c4c6093a7598472e1a27898592")
+
+
+# Component parameters named like a runtime key, each reviewed: it changes where or how fast
+# the component runs, never its output (device: everywhere).
+REVIEWED_RUNTIME_PARAMETERS = {
+    ("benchmark.generators.attgan.AttGAN", "max_batch"),
+    ("benchmark.generators.gan.GanEditor", "max_batch"),
+    ("benchmark.generators.stargan.StarGAN", "max_batch"),
+    ("benchmark.generators.talking_head.TalkingHeadGenerator", "max_batch"),
+    ("benchmark.generators.diffusion.DiffusionEditor", "max_batch"),
+    ("benchmark.generators.diffusion.DiffusionEditor", "compile"),
+    ("benchmark.models.sd_pipeline.PipelineEditor", "max_batch"),
+    ("benchmark.models.sd_pipeline.PipelineEditor", "compile"),
+    ("benchmark.transforms.diffpure.DiffPure", "max_batch"),
+    ("benchmark.transforms.gridpure.GrIDPure", "max_batch"),
+    ("benchmark.transforms.noisy_upscale.NoisyUpscale", "max_batch"),
+}
+
+
+def runtime_named_parameters() -> set[tuple[str, str]]:
+    import importlib
+    import inspect
+    import pkgutil
+
+    from benchmark.build import COMPONENT_PACKAGES, RUNTIME_KEYS
+
+    found = set()
+    for package in COMPONENT_PACKAGES:
+        for info in pkgutil.walk_packages(importlib.import_module(package).__path__,
+                                          f"{package}."):
+            module = importlib.import_module(info.name)
+            for cls in vars(module).values():
+                if not inspect.isclass(cls) or cls.__module__ != module.__name__:
+                    continue
+                try:
+                    parameters = inspect.signature(cls.__init__).parameters
+                except (TypeError, ValueError):
+                    continue
+                found |= {(f"{cls.__module__}.{cls.__qualname__}", p) for p in parameters
+                          if p in RUNTIME_KEYS and p != "device"}
+    return found
+
+
+def test_every_parameter_the_cache_key_leaves_out_is_reviewed():
+    """The cache drops device, batch_size, max_batch, compile and progress at every depth of a
+    config. A new component parameter with one of those names would silently leave the key (as
+    CMUA's training batch_size once did, now watermark_batch): rename it, or review it here."""
+    found = runtime_named_parameters()
+    assert ("benchmark.transforms.diffpure.DiffPure", "max_batch") in found  # the walk sees them
+    assert found == REVIEWED_RUNTIME_PARAMETERS, (
+        f"not reviewed: {sorted(found - REVIEWED_RUNTIME_PARAMETERS)}; "
+        f"gone: {sorted(REVIEWED_RUNTIME_PARAMETERS - found)}")

@@ -115,3 +115,12 @@ def test_a_named_step_is_composed_at_the_jobs_scale_and_device():
 def test_an_unknown_scale_is_named():
     with pytest.raises(BenchError, match=r"chain.steps\[0\]: no scale config named 'huge'.*tiny"):
         Chain(steps=["jpeg"], scale="huge")
+
+
+def test_a_steps_runtime_keys_leave_the_chains_identity():
+    """Where and how fast a step runs (device, max_batch) is not what it computes: the chain's
+    version, part of its cache key, ignores them as the cache does; a real parameter counts."""
+    tiny = {"scale": "tiny", "device": "cpu"}
+    base = Chain(steps=["diffpure"], **tiny).version
+    assert Chain(steps=[{"diffpure": {"max_batch": 2}}], **tiny).version == base
+    assert Chain(steps=[{"diffpure": {"t": 50}}], **tiny).version != base

@@ -28,7 +28,7 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from benchmark.build import build
+from benchmark.build import build, semantic_config
 from benchmark.errors import BenchError, check
 from benchmark.images import derive_seed, from_pil, to_pil
 from benchmark.paths import config_dir
@@ -108,8 +108,8 @@ class Chain(Transform):
         self.differentiable = all(s.differentiable for s in self.steps)
         self.is_identity = all(s.is_identity for s in self.steps)
         self.changes_size = not restore and any(s.changes_size for s in self.steps)
-        identity = json.dumps([[c, s.version] for c, s in zip(self.configs, self.steps)],
-                              sort_keys=True)
+        identity = json.dumps([[semantic_config(c), s.version]
+                               for c, s in zip(self.configs, self.steps)], sort_keys=True)
         self.version = "1+" + hashlib.sha256(identity.encode()).hexdigest()[:16]
 
     def forward(self, x: torch.Tensor, seeds: list[int]) -> torch.Tensor:
