@@ -1,6 +1,8 @@
 """GAN attribute editors (StarGAN, AttGAN), the dataset's attribute file, and the defenses
 against them: checkpoint layouts, target vectors, sign and budget of each attack."""
 
+import re
+
 import pytest
 import torch
 
@@ -689,3 +691,45 @@ def test_the_gan_defenses_refuse_an_editor_that_is_not_a_gan_attribute_editor(ed
     with pytest.raises(ConfigValueError, match="editors.x.*a GAN attribute editor"):
         CMUA(editors={"x": editor}, cache_dir=str(tmp_path),
              training_set={"_target_": "benchmark.data.portraits.PortraitsDataset", "limit": 1})
+
+
+def released_watermark(tmp_path, up, name="perturbation.pt"):
+    path = tmp_path / name
+    torch.save(up, path)
+    return str(path)
+
+
+def test_cmua_uses_the_authors_released_watermark_without_its_editors(tmp_path, faces):
+    """watermark_file: the reference's perturbation.pt, (3, H, W) in [-1, 1] units, added to
+    each image; no editor is built (their weights are not set here)."""
+    from benchmark.defenses.cmua import CMUA
+
+    up = (torch.rand(3, SIZE, SIZE, generator=torch.Generator().manual_seed(1)) * 2 - 1) * 0.05
+    unset = {"_target_": "benchmark.generators.stargan.StarGAN", "weights": None}
+    defense = CMUA(editors={"stargan": unset}, training_set={}, eps=6.375,
+                   watermark_file=released_watermark(tmp_path, up))
+    x_adv = defense.protect(faces, [1, 2, 3])
+    assert torch.equal(x_adv, (faces + up / 2).clamp(0, 1))
+    assert 6.3 / 255 < (x_adv - faces).abs().max() <= 6.375 / 255 + 1e-6
+    batched = CMUA(editors={}, training_set={}, watermark_file=released_watermark(
+        tmp_path, up[None], "batched.pt"))
+    assert torch.equal(batched.protect(faces, [1, 2, 3]), x_adv)
+    assert defense.version.startswith("2+watermark:file-")
+    other = CMUA(editors={}, training_set={}, watermark_file=released_watermark(
+        tmp_path, -up, "other.pt"))
+    assert other.version != defense.version
+
+
+@pytest.mark.parametrize("content, message", [
+    (torch.full((3, 8, 8), 0.06), r"reaches 7\.650/255, above eps 6\.375/255"),
+    (torch.zeros(8, 8), r"holds \(8, 8\); expected .* \(3, H, W\)"),
+    ({"up": torch.zeros(3, 8, 8)}, r"holds dict"),
+])
+def test_cmua_refuses_a_watermark_file_it_cannot_use(tmp_path, content, message):
+    from benchmark.defenses.cmua import CMUA
+
+    path = released_watermark(tmp_path, content)
+    with pytest.raises(BenchError, match=rf"cmua.watermark_file: {re.escape(path)} {message}"):
+        CMUA(editors={}, training_set={}, watermark_file=path)
+    with pytest.raises(BenchError, match=r"watermark_file='/nope.pt': no such file.*VDIGPKU"):
+        CMUA(editors={}, training_set={}, watermark_file="/nope.pt")

@@ -29,6 +29,13 @@ editors read attributes but that has no attribute file (or no row for an image) 
 build, before any model runs. Images of another size get the watermark resized
 (bilinear). The reference also attacks AttentionGAN and HiSD; `editors` takes the
 GAN editors bench has (StarGAN, AttGAN).
+
+`watermark_file` uses the watermark the authors trained against all four editors instead
+(`perturbation.pt`, setting.json's `universal_perturbation_path`, offered in the README's
+Baidu-disk link): a tensor of shape (3, H, W) in the [-1, 1] units of the reference's images,
+which universal_attack_inference.py adds to each image (`img_a + pgd_attack.up`). It is
+checked against `eps` and halved to [0, 1] units; nothing is trained and the editors are not
+built. The file's sha256 takes the place of the training key in `version`.
 """
 
 import json
@@ -46,6 +53,7 @@ from benchmark.defenses.gan_editors import is_attribute_editor, mse
 from benchmark.errors import BenchError, check
 from benchmark.generators.base import Generator
 from benchmark.images import content_key, derive_seed, generator_for
+from benchmark.models.hub import file_sha256, find_file, load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +66,15 @@ class CMUA(Defense):
     def __init__(self, editors: dict, training_set: dict, training_images: int = 128,
                  watermark_batch: int = 64, eps: float = 6.375, step: float = 1.275,
                  iterations: int = 10, momentum: float = 0.5, factors: dict | None = None,
-                 seed: int = 0, cache_dir: str | None = None):
+                 seed: int = 0, cache_dir: str | None = None, watermark_file: str | None = None):
         self.eps = check_budget(self.name, eps)
+        self._watermark: torch.Tensor | None = None
+        self._watermark_key: str | None = None
+        self._training_inputs: list[str] = []
+        if watermark_file is not None:
+            self._watermark, self._watermark_key = self._released(watermark_file)
+            self.editors, self.reads_attributes = {}, False
+            return
         check(self.name, "step", step, isinstance(step, (int, float)) and step > 0,
               "a step size > 0 in pixel units out of 255")
         for key, value in (("training_images", training_images),
@@ -93,9 +108,29 @@ class CMUA(Defense):
                          "training_images": training_images, "watermark_batch": watermark_batch,
                          "eps": eps, "step": step, "iterations": iterations,
                          "momentum": momentum, "factors": self.factors, "seed": seed}
-        self._watermark: torch.Tensor | None = None
-        self._watermark_key: str | None = None
-        self._training_inputs: list[str] = []
+
+    def _released(self, spec) -> tuple[torch.Tensor, str]:
+        """The authors' trained watermark from `spec`, in [0, 1] units, and its file key."""
+        where = f"{self.name}.watermark_file"
+        path = find_file(str(spec)) if isinstance(spec, str) and spec else None
+        if path is None:
+            raise BenchError(f"{where}={spec!r}: no such file (the authors' trained watermark is "
+                             f"perturbation.pt, in the Baidu-disk link of the README of "
+                             f"github.com/VDIGPKU/CMUA-Watermark)")
+        up = load_checkpoint(path)
+        if isinstance(up, torch.Tensor) and up.dim() == 4 and up.shape[0] == 1:
+            up = up[0]
+        if not (isinstance(up, torch.Tensor) and up.dim() == 3 and up.shape[0] == 3
+                and up.is_floating_point() and bool(torch.isfinite(up).all())):
+            found = tuple(up.shape) if isinstance(up, torch.Tensor) else type(up).__name__
+            raise BenchError(f"{where}: {path} holds {found}; expected one finite float tensor "
+                             f"of shape (3, H, W), the watermark in [-1, 1] image units")
+        largest = float(up.abs().max()) * 127.5
+        if largest > self.eps * 255 + 1e-3:
+            raise BenchError(f"{where}: {path} reaches {largest:.3f}/255, above eps "
+                             f"{self.eps * 255:g}/255 (set defense.eps to the budget it was "
+                             f"trained with)")
+        return (up.float() / 2).cpu(), f"file-{file_sha256(path)[:16]}"
 
     def _check_training_attributes(self, training_images: int) -> None:
         data = self.training_set
