@@ -237,3 +237,25 @@ def test_hallo_generates_frames_from_a_local_checkout(x, clips):
     generator = TalkingHeadGenerator(model="hallo", hallo_root=root, frames=2, steps=4)
     y = generator.edit(x[:1], SEEDS[:1], audio=clips[:1])
     assert y.shape == (1, 3, 32, 64) and y.std() > 0.01
+
+
+def test_weights_check_reports_hallo_by_its_checkout(monkeypatch, tmp_path):
+    """`bench weights check` looks for Hallo where it lives (BENCH_HALLO_ROOT), not in the
+    Hugging Face cache."""
+    from benchmark.models.hub import local_status
+    from benchmark.models.talking_head import HALLO_FILES
+
+    monkeypatch.delenv("BENCH_HALLO_ROOT", raising=False)
+    status, detail = local_status("hallo")
+    assert status == "missing" and "set BENCH_HALLO_ROOT" in detail
+    checkout = tmp_path / "hallo"
+    (checkout / "hallo" / "models").mkdir(parents=True)
+    (checkout / "hallo" / "models" / "unet_3d.py").touch()
+    monkeypatch.setenv("BENCH_HALLO_ROOT", str(checkout))
+    status, detail = local_status("hallo")
+    assert status == "missing" and "weights are incomplete" in detail
+    for relative in HALLO_FILES.values():
+        (checkout / "pretrained_models" / relative).parent.mkdir(parents=True, exist_ok=True)
+        (checkout / "pretrained_models" / relative).touch()
+    assert local_status("hallo") == (
+        "present", f"checkout {checkout}, weights {checkout / 'pretrained_models'}")

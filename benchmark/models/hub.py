@@ -184,6 +184,10 @@ def local_status(model: str) -> tuple[str, str]:
     """(present | incomplete | missing | built-in, detail) without loading anything."""
     if model in RESTORATION_MODELS:
         return "built-in", NOTICE
+    if model == "hallo":  # a local checkout (BENCH_HALLO_ROOT), never in the HF cache
+        from benchmark.models.talking_head import hallo_status
+
+        return hallo_status()
     if is_file_spec(model):
         return file_status(model)
     if is_builtin(model):

@@ -44,6 +44,7 @@ masks come from Hallo's ImageProcessor on the clean image.
 """
 
 import logging
+import os
 import sys
 import tempfile
 import wave
@@ -227,6 +228,20 @@ def hallo_paths(hallo_root: str | None, pretrained: str | None, component: str
         raise MissingHalloError(f"{component}: Hallo's weights are incomplete in {weights}: "
                                 f"missing {'; '.join(missing)}. {HALLO_SETUP}")
     return root, weights
+
+
+def hallo_status() -> tuple[str, str]:
+    """(present | missing, detail) of the Hallo checkout BENCH_HALLO_ROOT names, for
+    `bench weights check`: Hallo is a checkout with its weights, not a Hugging Face model."""
+    root = os.environ.get("BENCH_HALLO_ROOT")
+    if not root:
+        return "missing", ("a local checkout, not a Hugging Face model: set BENCH_HALLO_ROOT to "
+                           "a Hallo checkout with its pretrained_models (README: talking heads)")
+    try:
+        checkout, weights = hallo_paths(root, None, "BENCH_HALLO_ROOT")
+    except MissingHalloError as e:
+        return "missing", str(e).split(". ", 1)[0]
+    return "present", f"checkout {checkout}, weights {weights}"
 
 
 class HalloTalkingHead:
