@@ -99,7 +99,7 @@ def test_as_saved_adds_the_reference_jpeg_files(portrait, one_thread):
     x = from_pil(portrait)[None]
     exact, saved = TipRsr(**TINY, as_saved=False)(x), TipRsr(**TINY, as_saved=True)(x)
     assert exact.shape == saved.shape
-    assert (exact - saved).abs().mean() > 0.5 / 255  # the JPEG round trips change most pixels
+    assert (exact - saved).abs().mean() > 2 / 255  # the round trips change most pixels (4.5/255)
 
 
 def test_transformation_stage_alone_is_jpeg_lanczos_and_back(portrait):
@@ -195,3 +195,18 @@ def test_real_weights_purify_a_portrait_close_to_itself():
     y = tip(x)
     assert y.shape == x.shape
     assert (y - x).abs().mean() < 0.06  # a restoration, not a new image
+
+
+def test_the_built_in_random_networks_do_not_depend_on_the_global_random_state():
+    """tiny/* and random/* are drawn from fixed seeds: the same weights whatever ran before
+    (the BiSeNet's batch-norm statistics were once drawn from the global generator)."""
+    from benchmark.models.restoration import _random
+
+    def weights(model):
+        return torch.cat([t.flatten().float() for t in _random(model).state_dict().values()])
+
+    torch.manual_seed(1)
+    first = {m: weights(m) for m in ("tiny/bisenet", "tiny/gfpgan", "tiny/realesrgan")}
+    torch.manual_seed(2)
+    torch.rand(10)
+    assert all(torch.equal(weights(m), w) for m, w in first.items())

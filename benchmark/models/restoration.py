@@ -59,12 +59,12 @@ def _random(model: str) -> nn.Module:
         "tiny/bisenet": lambda: BiSeNetFaceParser(BISENET_TINY_WIDTH),
         "random/bisenet": lambda: BiSeNetFaceParser(BISENET_WIDTH),
     }
-    with _seeded(RESTORATION_MODELS.index(model)):
+    with _seeded(RESTORATION_MODELS.index(model)):  # the same network in every process
         net = builders[model]()
-    if isinstance(net, BiSeNetFaceParser):  # random BN statistics, so that classes vary
-        for m in net.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.1)
+        if isinstance(net, BiSeNetFaceParser):  # random BN statistics, so that classes vary
+            for m in net.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.running_mean.normal_(0, 0.1)
     return net
 
 
