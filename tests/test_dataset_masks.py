@@ -336,3 +336,24 @@ def test_inpainting_defense_region_dataset_needs_dataset_masks(tmp_path, folder)
     with pytest.raises(BenchError) as e:
         _defense_job(tmp_path, imgs)
     assert "defense.mask.region=dataset" in str(e.value) and "dataset.masks" in str(e.value)
+
+
+def test_the_resize_filter_is_a_choice(tmp_path):
+    """dataset.interpolation: Pillow's filter for the crop's resize; bilinear is what the GAN
+    references' torchvision Resize does to a PIL image."""
+    import numpy as np
+    from PIL import Image
+
+    from benchmark.data.folder import FolderDataset
+    from benchmark.errors import ConfigValueError
+    from benchmark.images import from_pil
+
+    rng = np.random.default_rng(0)
+    big = Image.fromarray(rng.integers(0, 256, (90, 90, 3), dtype=np.uint8))
+    big.save(tmp_path / "a.png")
+    for name, pillow in (("bilinear", Image.Resampling.BILINEAR),
+                         ("lanczos", Image.Resampling.LANCZOS)):
+        x = FolderDataset(root=str(tmp_path), resolution=32, interpolation=name).load(0).x
+        assert torch.equal(x, from_pil(big.resize((32, 32), pillow))), name
+    with pytest.raises(ConfigValueError, match="interpolation.*lanczos, bicubic, bilinear"):
+        FolderDataset(root=str(tmp_path), resolution=32, interpolation="nearest")

@@ -28,6 +28,11 @@ from benchmark.data.audio import Audio, AudioSource
 from benchmark.errors import BenchError, check, first_few
 from benchmark.images import from_pil, read_image
 
+# the crop's resize to `resolution`: Lanczos by default; `bilinear` is what torchvision's
+# Resize does to a PIL image, the GAN references' loaders (StarGAN, AttGAN, Anti-Forgery)
+RESAMPLING = {"lanczos": Image.Resampling.LANCZOS, "bicubic": Image.Resampling.BICUBIC,
+              "bilinear": Image.Resampling.BILINEAR}
+
 NEWLINE_INDENT = "\n  "
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -55,9 +60,13 @@ class ImageDataset:
 
     def __init__(self, resolution: int = 512, limit: int | None = None,
                  masks: str | None = None, min_size: int | None = None,
-                 attributes: str | None = None, audio: str | None = None):
+                 attributes: str | None = None, audio: str | None = None,
+                 interpolation: str = "lanczos"):
         check(self.name, "resolution", resolution, isinstance(resolution, int) and resolution >= 8,
               "an integer >= 8 (pixels of the square side)")
+        check(self.name, "interpolation", interpolation, interpolation in RESAMPLING,
+              f"one of {', '.join(RESAMPLING)} (Pillow's filters)")
+        self.interpolation = interpolation
         check(self.name, "min_size", min_size,
               min_size is None or (isinstance(min_size, int) and min_size >= 1),
               "null (= resolution) or an integer >= 1 (pixels of the crop's side)")
@@ -163,7 +172,7 @@ class ImageDataset:
 
     def _fit(self, img: Image.Image) -> Image.Image:
         if img.size != (self.resolution, self.resolution):
-            img = img.resize((self.resolution, self.resolution), Image.Resampling.LANCZOS)
+            img = img.resize((self.resolution, self.resolution), RESAMPLING[self.interpolation])
         return img
 
     # -- masks ----------------------------------------------------------------------------------

@@ -12,8 +12,9 @@ class FolderDataset(ImageDataset):
     def __init__(self, root: str | None = None, resolution: int = 512, limit: int | None = None,
                  extensions: list[str] | tuple[str, ...] = IMAGE_EXTENSIONS,
                  masks: str | None = None, min_size: int | None = None,
-                 attributes: str | None = None, audio: str | None = None):
-        super().__init__(resolution, limit, masks, min_size, attributes, audio)
+                 attributes: str | None = None, audio: str | None = None,
+                 interpolation: str = "lanczos"):
+        super().__init__(resolution, limit, masks, min_size, attributes, audio, interpolation)
         if root in (None, "", "???"):
             raise BenchError("dataset=folder needs the images' folder: add dataset.root=/path/to/"
                              "images (or set BENCH_DATA, which the paper presets read)")

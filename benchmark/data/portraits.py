@@ -19,8 +19,9 @@ class PortraitsDataset(ImageDataset):
 
     def __init__(self, resolution: int = 512, limit: int | None = None, face_margin: float = 2.2,
                  masks: str | None = None, min_size: int | None = None,
-                 attributes: str | None = None, audio: str | None = None):
-        super().__init__(resolution, limit, masks, min_size, attributes, audio)
+                 attributes: str | None = None, audio: str | None = None,
+                 interpolation: str = "lanczos"):
+        super().__init__(resolution, limit, masks, min_size, attributes, audio, interpolation)
         check(self.name, "face_margin", face_margin, face_margin >= 1.0,
               "a number >= 1 (square side as a multiple of the face box)")
         self.face_margin = face_margin
