@@ -14,7 +14,7 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from benchmark import __version__
@@ -41,6 +41,20 @@ usage:
   bench weights pull ID... [--all]  download models (the only command that uses the network)
   bench weights check [ID...]     which configured models are usable offline
 """
+
+
+def _name_the_scale(cfg: DictConfig, choice: str | None) -> None:
+    """`scale.name` is what a chain's steps are composed at: it must be the chosen scale (a
+    user's scale file may leave it out; a copied one may name another)."""
+    name = OmegaConf.select(cfg, "scale.name", default=None)
+    if choice is None or name == choice:
+        return
+    if name is not None:
+        raise BenchError(f"scale={choice}: its file sets name: {name!r}; set name: {choice} "
+                         f"(a chain's steps are composed at that scale)")
+    with open_dict(cfg):
+        cfg.scale = {**(OmegaConf.to_container(cfg.scale) if cfg.get("scale") else {}),
+                     "name": choice}
 
 
 def _labels(hc) -> dict[str, str]:
@@ -97,6 +111,7 @@ def run_app(cfg: DictConfig) -> None:
     notice = _notice(cfg.get("notice"), hc.runtime.choices)
     try:
         write_status(outdir, "running", fingerprint=fingerprint)
+        _name_the_scale(cfg, hc.runtime.choices.get("scale"))
         with logging_redirect_tqdm():
             result = Job(cfg, labels).run()
         summary = write_job(outdir, result, cfg, notice)

@@ -253,7 +253,7 @@ def test_weights_check_reports_hallo_by_its_checkout(monkeypatch, tmp_path):
     (checkout / "hallo" / "models" / "unet_3d.py").touch()
     monkeypatch.setenv("BENCH_HALLO_ROOT", str(checkout))
     status, detail = local_status("hallo")
-    assert status == "missing" and "weights are incomplete" in detail
+    assert status == "incomplete" and "weights are incomplete" in detail
     for relative in HALLO_FILES.values():
         (checkout / "pretrained_models" / relative).parent.mkdir(parents=True, exist_ok=True)
         (checkout / "pretrained_models" / relative).touch()

@@ -240,7 +240,8 @@ def hallo_status() -> tuple[str, str]:
     try:
         checkout, weights = hallo_paths(root, None, "BENCH_HALLO_ROOT")
     except MissingHalloError as e:
-        return "missing", str(e).split(". ", 1)[0]
+        checkout = (Path(root).expanduser() / "hallo" / "models" / "unet_3d.py").is_file()
+        return "incomplete" if checkout else "missing", str(e).split(". ", 1)[0]
     return "present", f"checkout {checkout}, weights {weights}"
 
 

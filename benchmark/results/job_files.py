@@ -121,7 +121,9 @@ def other_run(status: dict, fingerprint: str | None) -> str | None:
     if live:
         return f"a running job (pid {pid} on {status.get('host')})"
     if status.get("status") == "done" and status.get("fingerprint") != fingerprint:
-        return "the finished results of a job with another config"
+        return ("the finished results of a job with another config (or of the same one run by "
+                "an older bench, whose config had fewer keys: its cached stage outputs make a "
+                "rerun in a new directory cheap)")
     return None
 
 

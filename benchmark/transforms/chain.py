@@ -37,8 +37,9 @@ from benchmark.transforms.resize import resize_pil, resize_tensor
 
 
 def _config_search():
-    """Inside `bench run` the app's own search path (a user's --config-dir included);
-    elsewhere (a test, a SLURM worker without Hydra's globals) the packaged config tree."""
+    """Inside `bench run` (and its launchers' workers, which restore Hydra's globals) the app's
+    own search path, a user's --config-dir included; elsewhere (a test, a script calling
+    build) the packaged config tree."""
     if GlobalHydra.instance().is_initialized():
         return contextlib.nullcontext()
     return initialize_config_dir(str(config_dir()), version_base="1.3")
