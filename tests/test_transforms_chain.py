@@ -139,3 +139,11 @@ def test_a_runs_scale_is_named_by_its_choice(tmp_path):
     copied = OmegaConf.create({"scale": {"name": "tiny"}})
     with pytest.raises(BenchError, match="scale=mine: its file sets name: 'tiny'; set name: mine"):
         _name_the_scale(copied, "mine")
+
+
+def test_a_nested_chain_given_in_full_runs_at_the_outer_chains_scale():
+    inner = {"_target_": "benchmark.transforms.chain.Chain", "steps": ["diffpure"]}
+    outer = Chain(steps=[inner], scale="tiny", device="cpu")
+    assert outer.steps[0].configs[0]["model"] == "tiny/sd"
+    pinned = Chain(steps=[{**inner, "scale": "tiny"}], scale="full", device="cpu")
+    assert pinned.steps[0].configs[0]["model"] == "tiny/sd"  # its own scale wins

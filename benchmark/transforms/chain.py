@@ -76,6 +76,8 @@ def step_config(step, where: str, scale: str, device: str) -> dict:
     if isinstance(step, str):
         return transform_config(step, where, scale, device)
     if isinstance(step, dict) and "_target_" in step:
+        if step["_target_"] == f"{__name__}.Chain":  # a nested chain runs at the job's scale too
+            step = {"scale": scale, "device": device, **step}
         return _resolve(step, where)
     if isinstance(step, dict) and len(step) == 1:
         (name, overrides), = step.items()
