@@ -14,7 +14,7 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from benchmark import __version__
@@ -52,9 +52,7 @@ def _name_the_scale(cfg: DictConfig, choice: str | None) -> None:
     if name is not None:
         raise BenchError(f"scale={choice}: its file sets name: {name!r}; set name: {choice} "
                          f"(a chain's steps are composed at that scale)")
-    with open_dict(cfg):
-        cfg.scale = {**(OmegaConf.to_container(cfg.scale) if cfg.get("scale") else {}),
-                     "name": choice}
+    OmegaConf.update(cfg, "scale.name", choice, force_add=True)
 
 
 def _labels(hc) -> dict[str, str]:

@@ -54,8 +54,7 @@ def transform_config(name: str, where: str, scale: str, device: str) -> dict:
             cfg = compose(overrides=[f"+transform={name}", f"+scale={scale}",
                                      f"+device={json.dumps(str(device))}"])
     except MissingConfigException as e:
-        group = "scale" if f"scale/{scale}" in str(e) else "transform"
-        wanted = scale if group == "scale" else name
+        group, _, wanted = str(e.missing_cfg_file).partition("/")
         raise BenchError(f"{where}: no {group} config named {wanted!r}; choose from "
                          f"{', '.join(sorted(e.options or []))}") from e
     except HydraException as e:
