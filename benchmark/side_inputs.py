@@ -14,8 +14,7 @@ import json
 from dataclasses import dataclass
 
 from benchmark.errors import BenchError
-
-STAGE_GROUPS = {"protect": "defense", "transform": "transform", "generate": "generator"}
+from benchmark.schema import STAGE_COMPONENT
 
 
 @dataclass
@@ -28,7 +27,7 @@ class SideInputs:
     def check(cls, dataset, components: dict) -> "SideInputs":
         """Which side inputs the job's components take; each image must have them."""
         def users(flag: str) -> list[str]:
-            return [STAGE_GROUPS[stage] for stage, c in components.items() if getattr(c, flag)]
+            return [STAGE_COMPONENT[stage] for stage, c in components.items() if getattr(c, flag)]
 
         masks, attributes, audio = (users("needs_masks"), users("needs_attributes"),
                                     users("needs_audio"))

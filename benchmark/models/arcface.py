@@ -110,6 +110,13 @@ def load_iresnet(path: Path, arch: str, device: torch.device) -> IResNet:
     return net.eval().requires_grad_(False).to(device)
 
 
+def shared_iresnet(weights: Path, arch: str, device) -> IResNet:
+    """The IResNet of a weights file, loaded once per process (the metric and FaceShield share
+    it)."""
+    return shared(("arcface", str(weights.resolve()), weights_digest(weights), arch, str(device)),
+                  lambda: load_iresnet(weights, arch, device))
+
+
 class ArcFaceEmbedder(nn.Module):
     """Images (NCHW in [0, 1]) -> (N, 513): [faces found, 512-d ArcFace embedding or NaN]."""
 
@@ -123,9 +130,7 @@ class ArcFaceEmbedder(nn.Module):
 
     @property
     def net(self) -> IResNet:
-        return shared(("arcface", str(self.weights.resolve()), weights_digest(self.weights),
-                       self.arch, str(self.device)),
-                      lambda: load_iresnet(self.weights, self.arch, self.device))
+        return shared_iresnet(self.weights, self.arch, self.device)
 
     def five_points(self, image: np.ndarray, box) -> np.ndarray:
         return detected_five_points(image, box)
@@ -182,9 +187,7 @@ class ArcFaceRecogniser(nn.Module):
 
     @property
     def net(self):
-        return shared(("arcface", str(self.weights.resolve()), weights_digest(self.weights),
-                       self.arch, str(self.device)),
-                      lambda: load_iresnet(self.weights, self.arch, self.device))
+        return shared_iresnet(self.weights, self.arch, self.device)
 
     def forward(self, faces: torch.Tensor) -> torch.Tensor:
         return self.net((faces.to(self.device, torch.float32) - 0.5) / 0.5)
