@@ -182,8 +182,9 @@ def cmd_ls(args: argparse.Namespace) -> None:
 
 def _emit(text: str, output: str | None) -> None:
     if output:
-        Path(output).parent.mkdir(parents=True, exist_ok=True)
-        Path(output).write_text(text)
+        from benchmark.results.tables import write_output
+
+        write_output(output, lambda path: path.write_text(text))
         print(f"wrote {output}")
     else:
         print(text, end="" if text.endswith("\n") else "\n")
@@ -191,17 +192,18 @@ def _emit(text: str, output: str | None) -> None:
 
 def cmd_table(args: argparse.Namespace) -> None:
     from benchmark.results.paper import compare_reported
-    from benchmark.results.reading import job_dirs, load_samples, metric_directions
+    from benchmark.results.reading import load_samples, metric_directions
     from benchmark.results.tables import make_table, parse_where
 
-    samples = load_samples(args.dirs)
+    samples = load_samples(args.dirs, args.strict)
     where = parse_where(args.where)
     if args.vs:
         text = compare_reported(samples, args.vs, args.metric, args.pair, args.format,
                                 "mean" if args.agg == "worst" else args.agg, args.seed, where)
     else:
         text = make_table(samples, args.rows, args.cols, args.metric, args.pair, args.agg,
-                          args.format, metric_directions(job_dirs(args.dirs)), args.seed, where)
+                          args.format, metric_directions(list(samples["job"].unique())),
+                          args.seed, where)
     _emit(text, args.output)
 
 
@@ -211,9 +213,11 @@ def cmd_plot(args: argparse.Namespace) -> None:
 
     where = parse_where(args.where)
     if args.kind == "curves":
-        paths = robustness_curves(args.dirs, args.metric, args.pair, args.output, where)
+        paths = robustness_curves(args.dirs, args.metric, args.pair, args.output, where,
+                                  strict=args.strict)
     else:
-        paths = purifier_cost(args.dirs, args.metric, args.output, args.pair, where)
+        paths = purifier_cost(args.dirs, args.metric, args.output, args.pair, where,
+                              strict=args.strict)
     print("wrote " + ", ".join(map(str, paths)))
 
 
@@ -222,7 +226,7 @@ def cmd_grid(args: argparse.Namespace) -> None:
     from benchmark.results.tables import parse_where
 
     path = qualitative_grid(args.dirs, args.output, args.n, args.rows, parse_where(args.where),
-                            args.cache_dir)
+                            args.cache_dir, args.strict)
     print(f"wrote {path}")
 
 
@@ -321,6 +325,10 @@ def _parser() -> argparse.ArgumentParser:
     grid.add_argument("--cache-dir", help="default: the jobs' cache_dir, else $BENCH_CACHE")
     grid.add_argument("--output", "-o", required=True)
     grid.set_defaults(func=cmd_grid)
+    for results in (table, plot, grid):
+        results.add_argument("--strict", action="store_true",
+                             help="stop at a job that is not done or cannot be read (default: "
+                                  "leave it out with a warning)")
     cache = sub.add_parser("cache", help="inspect or clear the artifact cache")
     cache.add_argument("action", choices=["info", "clear"])
     cache.add_argument("--stage", action="append", help="only this stage (repeatable)")

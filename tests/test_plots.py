@@ -15,7 +15,7 @@ from benchmark.cache import ArtifactCache
 from benchmark.data.portraits import PortraitsDataset
 from benchmark.errors import BenchError
 from benchmark.paths import config_dir
-from benchmark.results.job_files import write_job
+from benchmark.results.job_files import write_job, write_status
 from benchmark.results.plots import cost_table, curve_points, qualitative_grid, robustness_curves
 from benchmark.results.reading import load_samples
 from benchmark.runner import Job
@@ -44,7 +44,9 @@ def sweep(tmp_path_factory):
             with open_dict(cfg):
                 cfg.cache_dir = str(root / "cache")
             result = Job(cfg, {"transform": _label(transform, params)}).run()
-            write_job(root / "sweep" / f"{i}_{defense}_{transform}", result, cfg)
+            job = root / "sweep" / f"{i}_{defense}_{transform}"
+            write_job(job, result, cfg)
+            write_status(job, "done")
     return root
 
 

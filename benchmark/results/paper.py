@@ -5,6 +5,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmark.errors import BenchError
+from benchmark.results.reading import read_csv_file
 from benchmark.results.tables import FORMATS, Cell, filter_rows, latex, number, tex
 from benchmark.schema import base_label
 
@@ -37,13 +38,9 @@ def compare_reported(samples: pd.DataFrame, reported: str | Path, metrics: list[
     metrics = metrics.split(",") if isinstance(metrics, str) else list(metrics)
     if fmt not in FORMATS:
         raise BenchError(f"--format {fmt}: expected one of {FORMATS}")
-    try:
-        paper = pd.read_csv(reported, dtype=str, keep_default_na=False)
-    except OSError as e:
-        raise BenchError(f"--vs {reported}: cannot read ({e.strerror})") from None
-    missing = [c for c in ("defense", "transform", "pair", "metric", "value") if c not in paper]
-    if missing:
-        raise BenchError(f"--vs {reported}: missing columns {missing}")
+    paper = read_csv_file(Path(reported), ["defense", "transform", "pair", "metric", "value"],
+                          f"--vs {reported}", numeric=("value",), dtype=str,
+                          keep_default_na=False)
     paper = paper[paper["metric"].isin(metrics) & (paper["pair"] == pair)]
     if paper.empty:
         raise BenchError(f"--vs {reported}: the study reports nothing for --metric "

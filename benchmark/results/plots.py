@@ -16,6 +16,7 @@
 
 import json
 import math
+from functools import partial
 from pathlib import Path
 
 import matplotlib
@@ -29,8 +30,15 @@ from matplotlib.transforms import blended_transform_factory
 
 from benchmark.errors import BenchError
 from benchmark.results.job_files import ci_halfwidth
-from benchmark.results.reading import job_config, job_dirs, load_samples, metric_directions
-from benchmark.results.tables import filter_rows, select_pair
+from benchmark.results.reading import (
+    finished_jobs,
+    job_config,
+    leave_out,
+    load_samples,
+    metric_directions,
+    read_csv_file,
+)
+from benchmark.results.tables import filter_rows, select_pair, write_output
 from benchmark.schema import base_label
 
 # Transform parameters whose *smaller* values are the stronger transformation.
@@ -39,6 +47,9 @@ WEAKER_WHEN_LARGER = {"quality", "factor", "scale", "bits", "colors", "colours",
 GRID_COLUMNS = [("x", "clean"), ("x_adv", "protected"), ("x_t", "transformed"),
                 ("g_x", "edit of clean"), ("g_adv", "edit of protected"),
                 ("g_t", "edit of transformed")]
+# what a grid cell without its image says instead
+NOT_MADE, REMOVED, UNREADABLE = ("not made\nby this job", "removed from\nthe cache",
+                                 "unreadable\nin the cache")
 
 
 def _save(fig, out: str | Path, formats: tuple[str, ...], name: str) -> list[Path]:
@@ -46,22 +57,21 @@ def _save(fig, out: str | Path, formats: tuple[str, ...], name: str) -> list[Pat
     if Path(out).is_dir() or str(out).endswith(("/", "\\")):
         out = Path(out) / name
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     stem = out.with_suffix("") if out.suffix.lower() in (".png", ".pdf") else out
-    written = []
-    for ext in formats:
-        path = stem.with_name(f"{stem.name}.{ext}")
-        fig.savefig(path, dpi=150, bbox_inches="tight")
-        written.append(path)
-    plt.close(fig)
-    return written
+    try:
+        return [write_output(stem.with_name(f"{stem.name}.{ext}"),
+                             partial(fig.savefig, dpi=150, bbox_inches="tight"))
+                for ext in formats]
+    finally:
+        plt.close(fig)
 
 
 def _stats(job: Path) -> dict:
     try:
-        return json.loads((job / "stats.json").read_text())
+        stats = json.loads((job / "stats.json").read_text())
     except (OSError, ValueError):
         return {}
+    return stats if isinstance(stats, dict) else {}
 
 
 def _numeric(v) -> float | None:
@@ -74,10 +84,13 @@ def _numeric(v) -> float | None:
 
 
 def _strength_axes(samples: pd.DataFrame) -> dict[str, tuple[str | None, dict[str, float]]]:
-    """Per transform family: the parameter that varies across its jobs and each job's value."""
+    """Per transform family: the parameter that varies across its jobs and each job's value.
+    Where no number varies (one strength, or settings that are not numbers) the key is None
+    and each job's place is that of its label among the family's labels: a category."""
     configs = {job: (job_config(job).get("transform") or {}) for job in samples["job"].unique()}
+    labels = dict(samples.drop_duplicates("job")[["job", "transform"]].itertuples(index=False))
     families: dict[str, list[str]] = {}
-    for job, label in samples.drop_duplicates("job")[["job", "transform"]].itertuples(index=False):
+    for job, label in labels.items():
         families.setdefault(base_label(label), []).append(job)
     axes = {}
     for family, jobs in families.items():
@@ -85,8 +98,11 @@ def _strength_axes(samples: pd.DataFrame) -> dict[str, tuple[str | None, dict[st
         varying = [k for k in keys
                    if len({json.dumps(configs[j].get(k), sort_keys=True) for j in jobs}) > 1
                    and all(_numeric(configs[j].get(k)) is not None for j in jobs)]
-        key = varying[0] if varying else None
-        axes[family] = (key, {j: _numeric(configs[j].get(key)) if key else 0.0 for j in jobs})
+        if varying:
+            axes[family] = (varying[0], {j: _numeric(configs[j].get(varying[0])) for j in jobs})
+        else:
+            places = list(dict.fromkeys(labels[j] for j in jobs))
+            axes[family] = (None, {j: float(places.index(labels[j])) for j in jobs})
     return axes
 
 
@@ -110,13 +126,41 @@ def curve_points(samples: pd.DataFrame, metric: str, pair: str) -> pd.DataFrame:
             std = float(np.std(v, ddof=1)) if len(v) > 1 else math.nan
             half = math.nan if set_level else ci_halfwidth(std, len(v))
             out.append({"family": family, "key": key, "strength": x, "defense": defense,
-                        "mean": float(np.mean(v)), "half": half, "n": len(v)})
+                        "label": group["transform"].iloc[0], "mean": float(np.mean(v)),
+                        "half": half, "n": len(v)})
     return pd.DataFrame(out).sort_values(["family", "defense", "strength"], ignore_index=True)
 
 
+def _draw_categories(ax, rows: pd.DataFrame, defenses: list[str], colors: dict) -> None:
+    """A family without a numeric strength: a point per setting and defense at its label,
+    side by side, with its 95% interval; no line, since the settings have no order."""
+    ticks = rows.drop_duplicates("strength").sort_values("strength")
+    ax.set_xticks(ticks["strength"], ticks["label"], fontsize=8)
+    ax.set_xlim(-1, len(ticks))
+    for i, defense in enumerate(defenses):
+        mine = rows[rows["defense"] == defense]
+        if not mine.empty:
+            dodge = 0.12 * (i - (len(defenses) - 1) / 2)
+            ax.errorbar(mine["strength"] + dodge, mine["mean"], yerr=mine["half"].fillna(0.0),
+                        fmt="o", capsize=3, color=colors[defense], label=defense)
+
+
+def _draw_curves(ax, rows: pd.DataFrame, defenses: list[str], colors: dict) -> None:
+    for defense in defenses:
+        mine = rows[rows["defense"] == defense]
+        if mine.empty:
+            continue
+        xs, ys = mine["strength"].to_numpy(), mine["mean"].to_numpy()
+        hs = mine["half"].fillna(0.0).to_numpy()
+        ax.plot(xs, ys, marker="o", color=colors[defense], label=defense)
+        if hs.any():
+            ax.fill_between(xs, ys - hs, ys + hs, color=colors[defense], alpha=0.15, lw=0)
+
+
 def robustness_curves(dirs: list, metric: str, pair: str, out: str | Path,
-                      where: dict | None = None, formats=("png", "pdf")) -> list[Path]:
-    samples = filter_rows(load_samples(dirs), where or {})
+                      where: dict | None = None, formats=("png", "pdf"),
+                      strict: bool = False) -> list[Path]:
+    samples = filter_rows(load_samples(dirs, strict), where or {})
     points = curve_points(samples, metric, pair)
     direction = metric_directions(list(samples["job"].unique())).get(metric)
     identity = points[points["family"] == "identity"]
@@ -131,16 +175,9 @@ def robustness_curves(dirs: list, metric: str, pair: str, out: str | Path,
     for ax, family in zip(panels[0], families):
         rows = points[points["family"] == family]
         key = rows["key"].iloc[0]
-        key = key if isinstance(key, str) else None  # one strength only: no varying parameter
-        for defense in defenses:
-            mine = rows[rows["defense"] == defense]
-            if mine.empty:
-                continue
-            xs, ys = mine["strength"].to_numpy(), mine["mean"].to_numpy()
-            hs = mine["half"].fillna(0.0).to_numpy()
-            ax.plot(xs, ys, marker="o", color=colors[defense], label=defense)
-            if hs.any():
-                ax.fill_between(xs, ys - hs, ys + hs, color=colors[defense], alpha=0.15, lw=0)
+        key = key if isinstance(key, str) else None  # no numeric strength: categories
+        (_draw_curves if key else _draw_categories)(ax, rows, defenses, colors)
+        for defense in dict.fromkeys(rows["defense"]):
             ref = identity[identity["defense"] == defense]["mean"]
             if len(ref):
                 ax.axhline(float(ref.mean()), color=colors[defense], ls=":", lw=1)
@@ -164,24 +201,31 @@ def robustness_curves(dirs: list, metric: str, pair: str, out: str | Path,
     return _save(fig, out, formats, "curves")
 
 
+def _recorded_seconds(job: Path) -> list[float]:
+    """The transform's own time per image, as the cache recorded it for the job's images."""
+    try:
+        table = read_csv_file(job / "images.csv", ["image", "stage", "key"], dtype=str)
+    except BenchError:  # none, or unreadable: no records to look up
+        return []
+    made = table[(table["image"] == "x_t") & (table["stage"] == "transform")]
+    root = _cache_root(job, None)
+    seconds = []
+    for key in made["key"].dropna():
+        try:
+            record = json.loads((root / "transform" / key[:2] / f"{key}.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict) and isinstance(record.get("seconds"), (int, float)):
+            seconds.append(record["seconds"])
+    return seconds
+
+
 def _transform_cost(job: Path) -> float:
     """Seconds per image of the transform itself, from the cache entries' records of the run
     that computed them; else from the job's stage time (cache writes included); nan if unknown."""
-    images = job / "images.csv"
-    if images.is_file():
-        table = pd.read_csv(images)
-        made = table[(table["image"] == "x_t") & (table["stage"] == "transform")]
-        root = _cache_root(job, None)
-        seconds = []
-        for key in made["key"]:
-            try:
-                record = json.loads((root / "transform" / key[:2] / f"{key}.json").read_text())
-            except (OSError, ValueError):
-                continue
-            if isinstance(record.get("seconds"), (int, float)):
-                seconds.append(record["seconds"])
-        if seconds:
-            return float(np.median(seconds))
+    seconds = _recorded_seconds(job)
+    if seconds:
+        return float(np.median(seconds))
     stats = _stats(job)
     for record in (stats.get("original_run") or {}, stats):
         stage = (record.get("stages") or {}).get("transform") or {}
@@ -209,8 +253,9 @@ def cost_table(samples: pd.DataFrame, metric: str, pair: str = "fidelity") -> pd
 
 
 def purifier_cost(dirs: list, metric: str, out: str | Path, pair: str = "fidelity",
-                  where: dict | None = None, formats=("png", "pdf")) -> list[Path]:
-    samples = filter_rows(load_samples(dirs), where or {})
+                  where: dict | None = None, formats=("png", "pdf"),
+                  strict: bool = False) -> list[Path]:
+    samples = filter_rows(load_samples(dirs, strict), where or {})
     table = cost_table(samples, metric, pair)
     defenses = ", ".join(dict.fromkeys(", ".join(table["defenses"]).split(", ")))
     direction = metric_directions(list(samples["job"].unique())).get(metric)
@@ -224,10 +269,10 @@ def purifier_cost(dirs: list, metric: str, out: str | Path, pair: str = "fidelit
     left.set_yticks(y, table["transform"])
     left.invert_yaxis()
     finite = table["quality"][np.isfinite(table["quality"])]
-    if len(finite):
-        low, high = float(finite.min()), float(finite.max())
-        pad = (high - low) * 0.3 or abs(high) * 0.05 or 1.0
-        left.set_xlim(max(0.0, low - pad) if low >= 0 else low - pad, high + pad)
+    if len(finite):  # bars from 0: an axis cut at 0.87 makes small differences look large
+        low, high = min(0.0, float(finite.min())), max(0.0, float(finite.max()))
+        pad = 0.25 * (high - low) or 1.0
+        left.set_xlim(low - pad if low < 0 else 0.0, high + pad)
     for yi, q in zip(y, table["quality"]):
         left.text(q, yi, f" {q:.4f}", va="center", fontsize=8)
     costs = table["cost"]
@@ -263,28 +308,19 @@ def _cache_root(job: Path, cache_dir: str | None) -> Path:
         else default_cache_dir()
 
 
-def qualitative_grid(dirs: list, out: str | Path, n: int = 3, rows: str = "defense",
-                     where: dict | None = None, cache_dir: str | None = None) -> Path:
-    """One PNG: per row a job (a defense at one transform, or a transform for one defense)."""
-    from PIL import Image
-
-    if rows not in ("defense", "transform"):
-        raise BenchError(f"--rows {rows}: expected defense or transform")
-    if n < 1:
-        raise BenchError(f"--n {n}: expected an integer >= 1")
+def _grid_labels(dirs: list, rows: str, where: dict, strict: bool) -> pd.DataFrame:
+    """The labels (and `job`) of the jobs to draw: one per row, at one value of the other."""
     jobs = []
-    for job in job_dirs(dirs):
+    for job in finished_jobs(dirs, strict):
         labels = _stats(job).get("labels") or {}
         if (job / "images.csv").is_file() and labels:
-            jobs.append((job, labels))
+            jobs.append({**labels, "job": job})
     if not jobs:
         raise BenchError("no job with images.csv under these directories (jobs run before "
                          "images.csv existed: re-run them, the job cache makes it instant)")
-    labels = pd.DataFrame([lab for _, lab in jobs])
-    labels["job"] = [j for j, _ in jobs]
-    labels = filter_rows(labels, where or {})
+    labels = filter_rows(pd.DataFrame(jobs), where)
     fixed = "transform" if rows == "defense" else "defense"
-    if labels[fixed].nunique() > 1 and not (where or {}).get(fixed):
+    if labels[fixed].nunique() > 1 and not where.get(fixed):
         options = list(dict.fromkeys(labels[fixed]))
         default = next((o for o in options if base_label(o) not in ("identity", "none")), options[0])
         labels = labels[labels[fixed] == default]
@@ -293,52 +329,90 @@ def qualitative_grid(dirs: list, out: str | Path, n: int = 3, rows: str = "defen
             raise BenchError(f"several {other}s: choose one with --where {other}=...")
     if labels.empty:
         raise BenchError("no job matches --where")
-    labels = labels.drop_duplicates(rows)
+    return labels.drop_duplicates(rows)
 
-    tiles: list[tuple[str, list]] = []
-    for _, row in labels.iterrows():
-        job = Path(row["job"])
-        root = _cache_root(job, cache_dir)
-        table = pd.read_csv(job / "images.csv", dtype={"image_id": str})
-        if "generator" in table and table["generator"].nunique() > 1:  # target=all: the first
-            table = table[table["generator"] == table["generator"].dropna().iloc[0]]
-        for image_id in list(dict.fromkeys(table["image_id"]))[:n]:
-            mine = table[table["image_id"] == image_id].set_index("image")
-            images = []
-            for name, _ in GRID_COLUMNS:
-                img = None
-                if name in mine.index:
-                    path = root / mine.loc[name, "stage"] / mine.loc[name, "key"][:2] / \
-                        f"{mine.loc[name, 'key']}.png"
-                    if path.is_file():
-                        with Image.open(path) as f:
-                            img = np.asarray(f.convert("RGB"))
-                images.append(img)
-            if all(img is None for img in images):
-                raise BenchError(f"{job}: its images are not in the cache at {root} "
-                                 "(pass --cache-dir)")
-            tiles.append((f"{row[rows]}\n{image_id}", images))
-    fixed_value = labels[fixed].iloc[0]
+
+def _cached_image(path: Path, unreadable: list[str]) -> np.ndarray | str:
+    """The image at `path`, or what to write in its place."""
+    from PIL import Image
+
+    if not path.is_file():
+        return REMOVED
+    try:
+        with Image.open(path) as f:
+            return np.asarray(f.convert("RGB"))
+    except (OSError, SyntaxError, ValueError) as e:  # Pillow: not an image, truncated, broken
+        unreadable.append(f"{path} ({e})")
+        return UNREADABLE
+
+
+def _job_tiles(job: Path, root: Path, n: int, unreadable: list[str]) -> list[tuple[str, dict]]:
+    """Per image (the first `n`): {grid column: its image, or what to write in its place}."""
+    table = read_csv_file(job / "images.csv", ["image_id", "image", "stage", "key"],
+                          dtype=str)
+    if "generator" in table and table["generator"].nunique() > 1:  # target=all: the first
+        table = table[table["generator"] == table["generator"].dropna().iloc[0]]
+    tiles = []
+    for image_id in list(dict.fromkeys(table["image_id"]))[:n]:
+        mine = table[table["image_id"] == image_id].drop_duplicates("image").set_index("image")
+        cells = {name: _cached_image(root / mine.loc[name, "stage"] / mine.loc[name, "key"][:2]
+                                     / f"{mine.loc[name, 'key']}.png", unreadable)
+                 if name in mine.index else NOT_MADE for name, _ in GRID_COLUMNS}
+        tiles.append((image_id, cells))
+    if all(c is REMOVED or c is NOT_MADE for _, cells in tiles for c in cells.values()):
+        raise BenchError(f"{job}: its images are not in the cache at {root} (pass --cache-dir "
+                         "if the cache moved; `bench cache clear` removes them)")
+    return tiles
+
+
+def _draw_grid(tiles: list[tuple[str, dict]], title: str):
+    """The columns that some job made, a row per tile; a cell without an image says why."""
+    columns = [(name, words) for name, words in GRID_COLUMNS
+               if any(cells[name] is not NOT_MADE for _, cells in tiles)]
     size = 1.7
-    fig, axes = plt.subplots(len(tiles), len(GRID_COLUMNS), squeeze=False,
-                             figsize=(size * len(GRID_COLUMNS) + 0.8, size * len(tiles) + 0.6))
-    for r, (name, images) in enumerate(tiles):
-        for c, img in enumerate(images):
-            ax = axes[r][c]
+    fig, axes = plt.subplots(len(tiles), len(columns), squeeze=False,
+                             figsize=(size * len(columns) + 0.8, size * len(tiles) + 0.6))
+    for r, (name, cells) in enumerate(tiles):
+        for c, (column, words) in enumerate(columns):
+            ax, img = axes[r][c], cells[column]
             ax.set_xticks([])
             ax.set_yticks([])
-            if img is None:
+            if isinstance(img, str):
                 ax.set_facecolor("0.85")
-                ax.text(0.5, 0.5, "not made\nby this job", ha="center", va="center",
-                        fontsize=7, transform=ax.transAxes)
+                ax.text(0.5, 0.5, img, ha="center", va="center", fontsize=7,
+                        transform=ax.transAxes)
             else:
                 ax.imshow(img, interpolation="nearest")
             if r == 0:
-                ax.set_title(GRID_COLUMNS[c][1], fontsize=9)
+                ax.set_title(words, fontsize=9)
         axes[r][0].set_ylabel(name, fontsize=8, rotation=0, ha="right", va="center")
-    generator = labels["generator"].iloc[0]
     fig.tight_layout()
     height = fig.get_size_inches()[1]
-    fig.suptitle(f"{fixed} = {fixed_value}, generator = {generator}", fontsize=10,
-                 y=1 + 0.15 / height, va="bottom")
-    return _save(fig, out, ("png",), "grid")[0]
+    fig.suptitle(title, fontsize=10, y=1 + 0.15 / height, va="bottom")
+    return fig
+
+
+def qualitative_grid(dirs: list, out: str | Path, n: int = 3, rows: str = "defense",
+                     where: dict | None = None, cache_dir: str | None = None,
+                     strict: bool = False) -> Path:
+    """One PNG: per row a job (a defense at one transform, or a transform for one defense)."""
+    if rows not in ("defense", "transform"):
+        raise BenchError(f"--rows {rows}: expected defense or transform")
+    if n < 1:
+        raise BenchError(f"--n {n}: expected an integer >= 1")
+    labels = _grid_labels(dirs, rows, where or {}, strict)
+    tiles, broken, unreadable = [], [], []
+    for _, row in labels.iterrows():
+        job = Path(row["job"])
+        try:
+            found = _job_tiles(job, _cache_root(job, cache_dir), n, unreadable)
+        except BenchError as e:
+            broken.append(str(e))
+            continue
+        tiles += [(f"{row[rows]}\n{image_id}", cells) for image_id, cells in found]
+    leave_out(broken, "job(s) without images to draw", strict, bool(tiles))
+    leave_out(unreadable, "cached image(s) that cannot be read, drawn as 'unreadable in the "
+              "cache'", strict, True)
+    fixed = "transform" if rows == "defense" else "defense"
+    title = f"{fixed} = {labels[fixed].iloc[0]}, generator = {labels['generator'].iloc[0]}"
+    return _save(_draw_grid(tiles, title), out, ("png",), "grid")[0]

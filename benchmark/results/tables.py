@@ -10,13 +10,18 @@ away from the protected edit.
 """
 
 import io
+import logging
 import math
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from benchmark.errors import BenchError
+from benchmark.errors import BenchError, first_few
 from benchmark.schema import DERIVED_PAIRS, LABEL_COLUMNS, ROW_COLUMNS
+
+log = logging.getLogger(__name__)
 
 FORMATS = ("csv", "md", "latex")
 AGGREGATES = ("mean", "std", "ci", "worst")
@@ -122,15 +127,46 @@ def parse_where(where: list[str] | None) -> dict[str, list[str]]:
     return out
 
 
+def _check_present(samples: pd.DataFrame, column: str, values: list[str], negate: bool) -> None:
+    """A value that no row has is a typo or the wrong results: KEY=V would keep nothing."""
+    present = sorted(samples[column].astype(str).unique())
+    absent = [v for v in values if v not in present]
+    if not absent:
+        return
+    message = (f"--where {column}{'!' if negate else ''}={','.join(absent)}: no row has "
+               f"{column} {', '.join(absent)}; the results hold {column} "
+               f"{first_few(present, limit=12)}")
+    if not negate:
+        raise BenchError(message)
+    log.warning("%s (nothing to drop)", message)
+
+
 def filter_rows(samples: pd.DataFrame, where: dict[str, list[str]]) -> pd.DataFrame:
     """Keep rows whose column is one of the values; a key ending in `!` (KEY!=V) drops them."""
+    given = samples
     for key, values in where.items():
         column, negate = key.rstrip("!"), key.endswith("!")
         if column not in samples.columns:
             raise BenchError(f"--where {column}: not a column; choose from {LABEL_COLUMNS}")
+        _check_present(given, column, values, negate)
         keep = samples[column].astype(str).isin(values)
         samples = samples[~keep if negate else keep]
     return samples
+
+
+def write_output(path: str | Path, write: Callable[[Path], object]) -> Path:
+    """`write(path)` into a folder made for it; a folder that is a file, or a place that cannot
+    be written, is a BenchError naming the path (`-o`)."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(path)
+    except (FileExistsError, NotADirectoryError):
+        blocking = next((p for p in path.parents if p.is_file()), path.parent)
+        raise BenchError(f"-o {path}: {blocking} is a file, not a folder") from None
+    except OSError as e:
+        raise BenchError(f"-o {path}: cannot write it ({e.strerror or e})") from None
+    return path
 
 
 def _arrow(direction: bool | None, fmt: str) -> str:
@@ -139,6 +175,18 @@ def _arrow(direction: bool | None, fmt: str) -> str:
     if fmt == "latex":
         return " $\\uparrow$" if direction else " $\\downarrow$"
     return " ↑" if direction else " ↓"
+
+
+def _report_empty(samples: pd.DataFrame, empty: list[str], pair: str, any_left: bool) -> None:
+    """The metrics without rows: left out of a table of the others, or (none left) an error."""
+    if not empty:
+        return
+    held = ", ".join(f"{m}/{p}" for m, p in samples.groupby(["metric", "pair"]).size().index)
+    held = held or "no rows (after --where)"
+    message = f"no rows for --metric {', '.join(empty)} --pair {pair}"
+    if not any_left:
+        raise BenchError(f"{message}; the results hold {held}")
+    log.warning("%s, left out of the table; the results hold %s", message, held)
 
 
 def make_table(samples: pd.DataFrame, rows: str, cols: str, metric: str | list[str], pair: str,
@@ -158,12 +206,12 @@ def make_table(samples: pd.DataFrame, rows: str, cols: str, metric: str | list[s
     samples = filter_rows(samples, where or {})
     blocks = []  # (metric, column keys, {(row, col): Cell}, direction)
     row_keys: list = []
+    empty = []
     for name in metrics:
         chosen = select_pair(samples, name, pair)
         if chosen.empty:
-            have = samples.groupby(["metric", "pair"]).size().index.tolist()
-            raise BenchError(f"no rows for --metric {name} --pair {pair}; the results hold "
-                             + ", ".join(f"{m}/{p}" for m, p in have))
+            empty.append(name)
+            continue
         _check_single_valued(chosen, [rows, cols])
         direction = directions.get(name)
         cells = {}
@@ -179,6 +227,7 @@ def make_table(samples: pd.DataFrame, rows: str, cols: str, metric: str | list[s
             col_keys.append("worst case")
         row_keys += [r for r in dict.fromkeys(chosen[rows]) if r not in row_keys]
         blocks.append((name, col_keys, cells, direction))
+    _report_empty(samples, empty, pair, bool(blocks))
 
     bold = set()
     if fmt != "csv":
