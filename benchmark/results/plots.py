@@ -4,14 +4,17 @@
   transformation family (the transform parameter that varies across the jobs of
   the family, read from each job's resolved config), one line per defense with
   its 95% t-interval, the untransformed value (transform=identity) as a dotted
-  line. PNG and PDF.
+  line; a family without a numeric strength (one setting) is a point per setting
+  at its label, with its interval. PNG and PDF.
 - `purifier_cost`: per purifier (transform), its purification quality (a metric
-  on a pair, `fidelity` by default) beside its cost in seconds per image of the
-  transform stage (from stats.json of the run that computed it). PNG and PDF.
+  on a pair, `fidelity` by default; bars from 0) beside its cost in seconds per
+  image of the transform stage (from stats.json of the run that computed it).
+  PNG and PDF.
 - `qualitative_grid`: for N images, clean | protected | transformed | edit of
-  clean | edit of protected | edit of transformed, one row per defense (at one
-  transform) or per transform (for one defense), read back from the cache
-  through each job's images.csv. One PNG.
+  clean | edit of protected | edit of transformed (the columns the jobs made),
+  one row per defense (at one transform) or per transform (for one defense),
+  read back from the cache through each job's images.csv; an image gone from
+  the cache, or unreadable there, is a cell that says so. One PNG.
 """
 
 import json
@@ -284,6 +287,8 @@ def purifier_cost(dirs: list, metric: str, out: str | Path, pair: str = "fidelit
         right.set_xlim(known.min() / 3, known.max() * 6)
         right.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         right.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+    else:  # no time known: an axis of ±0.04 seconds would be made up
+        right.set_xticks([])
     at_left = blended_transform_factory(right.transAxes, right.transData)
     for yi, (name, c) in enumerate(zip(table["transform"], costs)):
         if c > 0:
