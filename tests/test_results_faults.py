@@ -102,6 +102,8 @@ def sweep(tmp_path):
     write_job(root, "2_failed", defense="mist", status="failed")
     write_job(root, "3_unmarked", defense="pg", status=None)
     (write_job(root, "4_garbled", defense="glaze") / "status.json").write_text("{not json")
+    (root / "5_crashed").mkdir()  # failed before it wrote any result
+    (root / "5_crashed" / "status.json").write_text(json.dumps({"status": "failed"}))
     return root
 
 
@@ -117,9 +119,15 @@ def test_only_jobs_whose_status_says_done_are_read_and_the_others_named_once(swe
     assert table.loc["none", "jpeg"] == pytest.approx(0.8)
     (warning,) = warnings_of(caplog, READER)
     for needle in ("1_killed (running)", "2_failed (failed)", "3_unmarked (no status.json",
-                   "4_garbled (corrupt status.json)"):
+                   "4_garbled (corrupt status.json)", "5_crashed (failed)"):
         assert needle in warning, warning
     assert "0_done" not in warning
+
+
+def test_the_warning_reaches_the_user_of_the_command(sweep):
+    proc = bench("table", "sweep", "--metric", "ssim", "--pair", "fidelity", cwd=sweep.parent)
+    assert "| none" in proc.stdout and "| noise" not in proc.stdout
+    assert "left out 5 job(s) that are not done: sweep/1_killed (running)" in proc.stderr
 
 
 def test_strict_stops_at_an_unfinished_job_in_table_plot_and_grid(sweep, capsys):
