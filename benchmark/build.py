@@ -56,18 +56,27 @@ def semantic_config(config: Any) -> Any:
     return config
 
 
-def resolve_target(target: Any, where: str) -> type:
-    """The component class `target` names, or a BenchError saying why it is refused."""
-    refused = (f"{where}: _target_ {target!r} is not allowed; a component must be a class "
-               f"defined in a module of {', '.join(COMPONENT_PACKAGES)} that subclasses a "
-               f"stage base class (Dataset, Defense, Transform, Generator, Metric) or "
-               f"torch.nn.Module (see benchmark.build)")
+def _refused(target: Any, where: str) -> BenchError:
+    return BenchError(f"{where}: _target_ {target!r} is not allowed; a component must be a class "
+                      f"defined in a module of {', '.join(COMPONENT_PACKAGES)} that subclasses a "
+                      f"stage base class (Dataset, Defense, Transform, Generator, Metric) or "
+                      f"torch.nn.Module (see benchmark.build)")
+
+
+def check_target_name(target: Any, where: str) -> None:
+    """Refuse a `_target_` by its name alone, importing nothing: outside the component packages."""
     if not isinstance(target, str) or "." not in target:
-        raise BenchError(refused)
+        raise _refused(target, where)
     module_name, _, class_name = target.rpartition(".")
     in_package = module_name.startswith(tuple(p + "." for p in COMPONENT_PACKAGES))
     if target not in ALLOWED_TARGETS and not (in_package and class_name.isidentifier()):
-        raise BenchError(refused)
+        raise _refused(target, where)
+
+
+def resolve_target(target: Any, where: str) -> type:
+    """The component class `target` names, or a BenchError saying why it is refused."""
+    check_target_name(target, where)
+    module_name, _, class_name = target.rpartition(".")
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
@@ -81,7 +90,7 @@ def resolve_target(target: Any, where: str) -> type:
         return cls
     if not (inspect.isclass(cls) and cls.__module__ == module_name
             and issubclass(cls, _component_bases())):
-        raise BenchError(refused)
+        raise _refused(target, where)
     return cls
 
 
@@ -109,7 +118,24 @@ def build(cfg: DictConfig | dict, where: str = "config", **kwargs: Any) -> Any:
 
     Nested configs reach the constructor as plain dicts: a component checks its own
     parameters first and builds its children (e.g. an encoder) itself, through here.
+    An error says which config group it came from (`config_group`), so that a sweep that
+    does not vary that group can stop at its first job.
     """
+    try:
+        return _build(cfg, where, **kwargs)
+    except BenchError as e:
+        tag_group(e, where)
+        raise
+
+
+def tag_group(error: BaseException, where: str) -> BaseException:
+    """Mark `error` as caused by the config group of `where` (its first key), unless marked."""
+    if getattr(error, "config_group", None) is None:
+        error.config_group = where.split(".")[0].split("[")[0]
+    return error
+
+
+def _build(cfg: DictConfig | dict, where: str, **kwargs: Any) -> Any:
     plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
     if not isinstance(plain, dict) or "_target_" not in plain:
         keys = sorted(plain) if isinstance(plain, dict) else type(plain).__name__

@@ -15,23 +15,30 @@ from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
 
+# what the last sweep of this process ended with: `bench run` exits non-zero when no job is done
+LAST_SWEEP: dict = {}
+
 
 class SweepSummary(Callback):
     def __init__(self, filename: str = "sweep_summary.csv"):
         self.filename = filename
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        from benchmark.results.job_files import sweep_summary
+        from benchmark.paths import confined
+        from benchmark.results.job_files import sweep_summary, write_atomic
 
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():
             return
         summary = sweep_summary(sweep_dir)
-        path = sweep_dir / self.filename
-        summary.to_csv(path, index=False)
+        path = confined(sweep_dir, self.filename, "hydra.callbacks.sweep_summary.filename")
+        write_atomic(path, summary.to_csv(index=False))
         jobs = summary.drop_duplicates("job")
         counts = jobs["status"].value_counts().to_dict()
         failed = jobs[jobs["status"] != "done"]["job"].tolist()
+        LAST_SWEEP.clear()
+        if failed and len(failed) == len(jobs):
+            LAST_SWEEP["failed_all"] = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
         log.info("sweep: %d jobs (%s); summary in %s", len(jobs),
                  ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), path)
         if failed:

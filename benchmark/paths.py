@@ -47,3 +47,26 @@ def default_cache_dir() -> Path:
         return Path(os.environ["BENCH_CACHE"]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "bench"
+
+
+def confined(root: str | Path, name: str | Path, key: str, follow_links: bool = True) -> Path:
+    """`root / name`, refused unless it stays inside `root`: the one check every path that bench
+    writes under a run, sweep or cache directory passes (`..`, absolute paths, and symlinks
+    that lead out are refused with the key that asked for them; `follow_links=False` checks
+    the name alone, for a directory that does not exist yet)."""
+    from benchmark.errors import BenchError
+
+    text = str(name)
+    parts = Path(text).parts
+    if not text or Path(text).is_absolute() or ".." in parts or text.startswith("~"):
+        inside = "" if str(root) == "." else f" inside {root}"
+        raise BenchError(f"{key}={text!r} is refused; expected a relative path{inside} (no "
+                         f"'..', no absolute path, no '~')")
+    if not follow_links:
+        return Path(root) / text
+    base = Path(root).resolve()
+    target = (Path(root) / text).resolve()  # follows links, also of parts not yet created
+    if target != base and base not in target.parents:
+        raise BenchError(f"{key}={text!r} is refused: {Path(root) / text} leads to {target}, "
+                         f"outside {base} (a symbolic link)")
+    return Path(root) / text

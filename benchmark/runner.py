@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from benchmark import side_inputs
-from benchmark.build import build
+from benchmark.build import build, tag_group
 from benchmark.cache import ArtifactCache, cache_key
 from benchmark.errors import BenchError, UnreadableImageError, first_few
 from benchmark.images import content_key, derive_seed, release
@@ -81,6 +81,10 @@ class Job:
         unknown = [p for p in self.pairs if p not in PAIRS]
         if unknown or not self.pairs:
             raise BenchError(f"pairs={self.pairs}: unknown or empty; choose from {list(PAIRS)}")
+        twice = sorted({p for p in self.pairs if self.pairs.count(p) > 1})
+        if twice:  # each sample would be counted twice: n doubled, an interval too narrow
+            raise BenchError(f"pairs={self.pairs}: {', '.join(twice)} given more than once; "
+                             f"name each pair once")
         self.seed = _integer(cfg, "seed", 0, "an integer >= 0 (the global seed)")
         self.batch_size = _integer(cfg, "batch_size", 1, "an integer >= 1")
         self.device = resolve_device(cfg.device)
@@ -130,7 +134,10 @@ class Job:
             side = side_inputs.arguments(component, batch, indices, self.device)
             began = time.perf_counter()
             with working(self._bars.get(stage), len(indices)):
-                y = STAGE_CALLS[stage](component)(x, miss_seeds, **side)
+                try:
+                    y = STAGE_CALLS[stage](component)(x, miss_seeds, **side)
+                except BenchError as e:  # a missing model: every job of this component fails
+                    raise tag_group(e, STAGE_COMPONENT[stage])
             y = release(y.detach()).cpu()
             # the component's own time per image (cost figures read it even when cached later)
             per_image = (time.perf_counter() - began) / len(indices)

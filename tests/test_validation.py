@@ -19,7 +19,9 @@ CASES = [
       "encoder": {"_target_": "benchmark.models.encoders.InceptionEncoder"}}, "eps", "0 <= eps"),
     ({"_target_": "benchmark.defenses.photoguard.PhotoGuardEncoder", "iterations": -3,
       "encoder": {"_target_": "benchmark.models.encoders.InceptionEncoder"}}, "iterations", ">= 0"),
-    ({"_target_": "benchmark.data.portraits.PortraitsDataset", "resolution": 0}, "resolution", ">= 8"),
+    ({"_target_": "benchmark.data.portraits.PortraitsDataset", "resolution": 0}, "resolution", "from 8 to 4096"),
+    ({"_target_": "benchmark.data.portraits.PortraitsDataset", "resolution": 100000}, "resolution",
+     "from 8 to 4096"),
 ]
 
 

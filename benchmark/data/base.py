@@ -35,6 +35,7 @@ RESAMPLING = {"lanczos": Image.Resampling.LANCZOS, "bicubic": Image.Resampling.B
 
 NEWLINE_INDENT = "\n  "
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+MAX_RESOLUTION = 4096
 
 
 @dataclass
@@ -62,8 +63,11 @@ class ImageDataset:
                  masks: str | None = None, min_size: int | None = None,
                  attributes: str | None = None, audio: str | None = None,
                  interpolation: str = "lanczos"):
-        check(self.name, "resolution", resolution, isinstance(resolution, int) and resolution >= 8,
-              "an integer >= 8 (pixels of the square side)")
+        check(self.name, "resolution", resolution,
+              isinstance(resolution, int) and 8 <= resolution <= MAX_RESOLUTION,
+              f"an integer from 8 to {MAX_RESOLUTION} (pixels of the square side; one image at "
+              f"{MAX_RESOLUTION} px takes 200 MiB as float32, a batch of them more than most "
+              f"GPUs hold)")
         check(self.name, "interpolation", interpolation, interpolation in RESAMPLING,
               f"one of {', '.join(RESAMPLING)} (Pillow's filters)")
         self.interpolation = interpolation

@@ -1,9 +1,12 @@
 """Any directory of images: recursive, sorted by relative path, centre-cropped to a square."""
 
+import logging
 from pathlib import Path
 
 from benchmark.data.base import IMAGE_EXTENSIONS, ImageDataset
-from benchmark.errors import BenchError
+from benchmark.errors import BenchError, first_few
+
+log = logging.getLogger(__name__)
 
 
 class FolderDataset(ImageDataset):
@@ -23,10 +26,16 @@ class FolderDataset(ImageDataset):
             raise BenchError(f"dataset.root={root!r}: not a directory (set dataset.root=/path/to/images)")
         exts = {e.lower() for e in extensions}
         # A dangling link is kept: loading it fails and the job counts it as unreadable.
-        paths = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in exts
-                       and (p.is_file() or (p.is_symlink() and not p.exists())))
+        files = [p for p in self.root.rglob("*")
+                 if p.is_file() or (p.is_symlink() and not p.exists())]
+        paths = sorted(p for p in files if p.suffix.lower() in exts)
         if not paths:
             raise BenchError(f"dataset.root={root!r}: no image files with extensions {sorted(exts)}")
+        others = sorted(p.relative_to(self.root).as_posix() for p in files
+                        if p.suffix.lower() not in exts and not p.name.startswith("."))
+        if others:
+            log.warning("dataset.root=%s: %d file(s) skipped, not of the accepted extensions "
+                        "%s: %s", root, len(others), ", ".join(sorted(exts)), first_few(others))
         self._finish(paths)
 
     def image_id(self, path: Path) -> str:

@@ -7,11 +7,13 @@ metric; set-level metrics have image_id `*` and `n` = the set size),
 `stats.json`, `status.json` and the resolved `config.yaml`.
 """
 
+import errno
 import json
 import logging
 import math
 import os
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -19,7 +21,9 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 from scipy.special import stdtrit
+from typing_extensions import Self
 
+from benchmark.errors import BenchError, first_few
 from benchmark.schema import (
     GROUP_COLUMNS,
     IMAGE_COLUMNS,
@@ -30,6 +34,14 @@ from benchmark.schema import (
 )
 
 log = logging.getLogger(__name__)
+
+# what bench and Hydra write in a job directory (anything else is a user's file)
+JOB_FILES = frozenset({"samples.csv", "summary.csv", "images.csv", "stats.json", "status.json",
+                       "config.yaml", ".hydra", ".submitit"})
+# keys whose `${oc.env:...}` value config.yaml keeps resolved: paths, not secrets
+PATH_KEY_ENDINGS = ("root", "dir", "path", "file", "weights", "folder")
+HEARTBEAT_SECONDS = 30.0
+STALE_AFTER = 300.0
 
 
 def ci_halfwidth(std: float, n: int) -> float:
@@ -56,18 +68,60 @@ def summarize(samples: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out, columns=SUMMARY_COLUMNS)
 
 
+def write_atomic(path: Path, text: str) -> None:
+    """Write `text` to a temporary file next to `path` and rename it into place, so that a
+    killed job leaves the old file or the new one, never half of one; a full disk is one line."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if e.errno == errno.ENOSPC:
+            raise BenchError(f"cannot write {path}: no space left on device; free space (or "
+                             f"choose another hydra.run.dir) and re-run: finished stage outputs "
+                             f"are in the cache") from None
+        raise
+
+
+def shareable_config(cfg: DictConfig) -> dict:
+    """The resolved config as written to config.yaml, except that a value read from the
+    environment (`${oc.env:...}`) stays the interpolation, unless its key names a path: a
+    token in the environment must not land in files that people share."""
+    plain = OmegaConf.to_container(cfg, resolve=True)
+
+    def keep(node, raw, key: str):
+        if isinstance(raw, str) and "${oc.env:" in raw and not _path_like(key):
+            return raw
+        if isinstance(node, dict) and isinstance(raw, dict):
+            return {k: keep(v, raw.get(k), k) for k, v in node.items()}
+        if isinstance(node, list) and isinstance(raw, list) and len(node) == len(raw):
+            return [keep(v, r, key) for v, r in zip(node, raw)]
+        return node
+
+    return keep(plain, OmegaConf.to_container(cfg, resolve=False), "")
+
+
+def _path_like(key: str) -> bool:
+    return key.endswith(PATH_KEY_ENDINGS) or key in PATH_KEY_ENDINGS
+
+
 def write_job(outdir: str | Path, result: JobResult, cfg: DictConfig,
               notice: str | None = None) -> pd.DataFrame:
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     samples = pd.DataFrame(result.rows, columns=ROW_COLUMNS)
-    samples.to_csv(outdir / "samples.csv", index=False)
     summary = summarize(samples)
-    summary.to_csv(outdir / "summary.csv", index=False)
-    pd.DataFrame(result.images, columns=IMAGE_COLUMNS).to_csv(outdir / "images.csv", index=False)
     stats = {**result.stats, "labels": result.labels, "notice": notice}
-    (outdir / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
-    (outdir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    files = {
+        "samples.csv": samples.to_csv(index=False),
+        "summary.csv": summary.to_csv(index=False),
+        "images.csv": pd.DataFrame(result.images, columns=IMAGE_COLUMNS).to_csv(index=False),
+        "stats.json": json.dumps(stats, indent=2) + "\n",
+        "config.yaml": OmegaConf.to_yaml(OmegaConf.create(shareable_config(cfg))),
+    }
+    for name, text in files.items():
+        write_atomic(outdir / name, text)
     return summary
 
 
@@ -93,10 +147,17 @@ def config_fingerprint(cfg: DictConfig | dict) -> str:
 
 
 def read_status(outdir: str | Path) -> dict:
+    """A job's status record: {} when there is none; status `corrupt` when it cannot be read."""
+    path = Path(outdir) / "status.json"
     try:
-        return json.loads((Path(outdir) / "status.json").read_text())
-    except (OSError, ValueError):
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
         return {}
+    except (OSError, ValueError) as e:
+        return {"status": "corrupt", "error": f"{path} cannot be read: {e}"}
+    if not isinstance(record, dict) or not isinstance(record.get("status"), str):
+        return {"status": "corrupt", "error": f"{path} is not a bench status record"}
+    return record
 
 
 def write_status(outdir: Path, status: str, error: str | None = None,
@@ -104,27 +165,95 @@ def write_status(outdir: Path, status: str, error: str | None = None,
     outdir.mkdir(parents=True, exist_ok=True)
     record = {"status": status, "error": error, "fingerprint": fingerprint,
               "host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}
-    tmp = outdir / f".status.json.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(record) + "\n")
-    os.replace(tmp, outdir / "status.json")
+    write_atomic(outdir / "status.json", json.dumps(record) + "\n")
 
 
-def other_run(status: dict, fingerprint: str | None) -> str | None:
-    """What in a job directory's status says it belongs to another run, if anything."""
+class StatusHeartbeat:
+    """While a job runs, refresh its status.json's mtime every `interval` seconds, so that a
+    job on another host can tell a live run from one whose process died (as the cache's locks
+    do): a `running` record older than STALE_AFTER seconds is taken over."""
+
+    def __init__(self, outdir: Path, interval: float = HEARTBEAT_SECONDS):
+        self.path, self.interval = Path(outdir) / "status.json", interval
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._beat, daemon=True, name="bench-job-heartbeat")
+
+    def __enter__(self) -> Self:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+
+    def _beat(self) -> None:
+        while not self.stop.wait(self.interval):
+            try:
+                os.utime(self.path)
+            except OSError:
+                pass  # the directory went away: the job's own writes report it
+
+
+def status_age(outdir: str | Path) -> float:
+    try:
+        return time.time() - (Path(outdir) / "status.json").stat().st_mtime
+    except OSError:
+        return math.inf
+
+
+def live_elsewhere(outdir: str | Path, status: dict) -> bool:
+    """A `running` record of another process that is still alive (same host: its pid; other
+    hosts: a heartbeat younger than STALE_AFTER)."""
     from benchmark.cache import pid_alive
 
+    pid = int(status.get("pid") or -1)
+    if status.get("status") != "running" or pid == os.getpid() and \
+            status.get("host") == socket.gethostname():
+        return False
+    if status.get("host") == socket.gethostname():
+        return pid_alive(pid)
+    return status_age(outdir) < STALE_AFTER
+
+
+def other_run(status: dict, fingerprint: str | None, outdir: str | Path = ".") -> str | None:
+    """What in a job directory's status says it belongs to another run, if anything."""
     if not status:
         return None
+    if status.get("status") == "corrupt":
+        return (f"a status.json that cannot be read ({status['error']}); delete it to reuse "
+                f"the directory")
     pid = int(status.get("pid") or -1)
-    live = (status.get("status") == "running" and pid != os.getpid()
-            and (status.get("host") != socket.gethostname() or pid_alive(pid)))
-    if live:
-        return f"a running job (pid {pid} on {status.get('host')})"
+    if live_elsewhere(outdir, status):
+        return (f"a running job (pid {pid} on {status.get('host')}, last heartbeat "
+                f"{status_age(outdir):.0f}s ago; a dead job's claim lapses {STALE_AFTER:.0f}s "
+                f"after its last heartbeat)")
     if status.get("status") == "done" and status.get("fingerprint") != fingerprint:
         return ("the finished results of a job with another config (or of the same one run by "
                 "an older bench, whose config had fewer keys: its cached stage outputs make a "
                 "rerun in a new directory cheap)")
     return None
+
+
+def check_job_dir(outdir: Path) -> None:
+    """Refuse a job directory that holds files bench did not write (a user's own folder) or a
+    status.json that cannot be read: never write into them."""
+    if not outdir.is_dir():
+        return
+    status = read_status(outdir)
+    if status.get("status") == "corrupt":
+        raise BenchError(f"{outdir}: {other_run(status, None, outdir)}; its files are kept. "
+                         f"Choose another directory (hydra.run.dir=... / hydra.sweep.dir=...)")
+    if status:
+        return
+    foreign = sorted(p.name for p in outdir.iterdir() if not _bench_file(p.name))
+    if foreign:
+        raise BenchError(f"{outdir} holds files that are not a bench job's ({first_few(foreign)})"
+                         f"; it is left as it is. Choose another directory (hydra.run.dir=... / "
+                         f"hydra.sweep.dir=...)")
+
+
+def _bench_file(name: str) -> bool:
+    return (name in JOB_FILES or name.endswith(".log")
+            or (name.startswith(".") and name.endswith(".tmp")))
 
 
 def is_finished(outdir: str | Path, fingerprint: str) -> bool:
