@@ -3,31 +3,52 @@
 The key of an entry is the SHA-256 of a canonical JSON of: the stage, the
 resolved config of the component, the component's version string, the keys of
 its inputs and the seed. Entries live at `<root>/<stage>/<key[:2]>/<key>.<ext>`
-with a JSON sidecar (`<key>.json`) that records what made them. Every file is
-written to a temporary name in the same directory and renamed into place, so a
-killed job leaves no half-written entry and concurrent writers of one key are
-safe: the payload is renamed last, and its presence is what makes an entry.
+with a JSON sidecar (`<key>.json`) that records what made them and the payload's
+checksum: its size, SHA-256 and (arrays, images) shape and dtype. Every file is
+written to a temporary name in the same directory and renamed into place, the
+sidecar first and the payload last: the payload's presence is what makes an entry,
+so a killed job leaves no half-written one.
+
+A read verifies the checksum. An entry that fails it (a flipped byte, a file
+replaced by another, a payload without its sidecar) is logged once, removed and
+recomputed, never served. Two writers of one key (cache_lock=false, or a lock
+broken as stale) may interleave so that one's sidecar lies beside the other's
+payload: that too reads as a mismatch, hence one recompute, never a wrong entry
+and never a loop (a job serves what it computed without reading it back).
+
+Entries written before checksums (a sidecar without "payload") are served when
+they decode as what bench writes (an 8-bit RGB PNG, a numeric array of finite
+values, JSON), and their checksum is recorded at that first read, so any later
+damage is caught. Recomputing them instead would cost an old cache all its attacks
+(GPU hours) to guard against damage from before this check existed; the decode
+test catches a truncated or foreign file there, not a flipped pixel.
 
 Jobs of a sweep that run at once (SLURM arrays, submitit_local) often need the
 same item, e.g. one protected image for every transform. An optional lock file
-`<key>.lock`, created with O_EXCL next to the entry, lets the first job compute it
-while the others wait and then read it. Locks only save duplicate work; the
-atomic rename alone keeps entries whole. A lock whose owner died (same host, pid
-gone) or stopped refreshing it (other hosts: no heartbeat for `stale_after`
+`<key>.lock` next to the entry lets the first job compute it while the others wait
+and then read it. A lock appears with its content (written to a temporary file,
+then hard-linked to its name, which fails if it exists), so an empty or unparsable
+lock is never a live one and is broken at once. Locks only save duplicate work;
+the atomic rename alone keeps entries whole. A lock whose owner died (same host,
+pid gone) or stopped refreshing it (other hosts: no heartbeat for `stale_after`
 seconds) is broken, so a killed job never blocks a sweep.
 """
 
+import contextlib
+import errno
 import hashlib
 import io
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +116,127 @@ class _Heartbeat:
                     pass  # broken as stale by another job: it recomputes; files stay whole
 
 
+class _BadEntry(Exception):
+    """What is wrong with a cache entry that must not be served."""
+
+
+@dataclass(frozen=True)
+class _Kind:
+    """How one kind of payload decodes, and what an entry without a checksum must be to be
+    served."""
+    ext: str
+    decode: Callable[[bytes], Any]
+    plausible: Callable[[Any], bool]
+
+
+def _decode_png(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as img:
+        return np.asarray(img)
+
+
+_KINDS = {k.ext: k for k in (
+    _Kind(".png", _decode_png,
+          lambda a: a.ndim == 3 and a.shape[2] == 3 and a.dtype == np.uint8),
+    _Kind(".npy", lambda data: np.load(io.BytesIO(data), allow_pickle=False),
+          lambda a: a.dtype.kind in "biuf" and bool(np.isfinite(a).all())),
+    _Kind(".record.json", json.loads, lambda value: True),
+)}
+_PREFIX = re.compile(r"[0-9a-f]{2}")
+_ENTRY_FILE = re.compile(r"\.?([0-9a-f]{64})\..+")  # an entry, its sidecar, lock or temporary
+_NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS}
+
+
+def _digest(data: bytes) -> dict:
+    return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def _form(raw: Any) -> dict:
+    """An array's (or an image's pixels') shape and dtype; nothing for other payloads."""
+    if isinstance(raw, np.ndarray):
+        return {"shape": list(raw.shape), "dtype": str(raw.dtype)}
+    return {}
+
+
+def _payload_record(data: bytes, raw: Any) -> dict:
+    """What a sidecar says of its payload."""
+    return {**_digest(data), **_form(raw)}
+
+
+def _require_match(found: dict, expected: dict) -> None:
+    for name, value in found.items():
+        if value != expected.get(name):
+            if name == "sha256":
+                raise _BadEntry("its sha256 does not match its sidecar's")
+            raise _BadEntry(f"its {name} is {value}, its sidecar says {expected.get(name)}")
+
+
+def _json_bytes(value: Any) -> bytes:
+    return json.dumps(value, indent=1, sort_keys=True, default=str).encode()
+
+
+def _lock_owner(content: bytes) -> dict | None:
+    """The host and pid a lock names; None when it names none (never so for a live lock)."""
+    try:
+        owner = json.loads(content)
+    except ValueError:
+        return None
+    if isinstance(owner, dict) and isinstance(owner.get("host"), str) \
+            and isinstance(owner.get("pid"), int):
+        return owner
+    return None
+
+
+def _lock_state(path: Path) -> tuple[bytes, int, int]:
+    """A lock's content, inode and mtime: what tells it from a newer lock at the same path (an
+    inode alone does not: a freed one is soon reused)."""
+    with open(path, "rb") as f:
+        stat = os.fstat(f.fileno())
+        return f.read(), stat.st_ino, stat.st_mtime_ns
+
+
+def _not_a_directory(path: Path) -> BenchError:
+    return BenchError(f"{path} is not a directory; the cache expected a directory there "
+                      f"(<stage>/<2 hex>/<key>.*): move or delete it")
+
+
+def _unwritable(path: Path, e: OSError) -> BenchError:
+    full = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}
+    if e.errno in full:
+        return BenchError(f"cannot write {path}: {full[e.errno]}; free some space or point "
+                          f"cache_dir / BENCH_CACHE at another disk (entries already written "
+                          f"are kept)")
+    return BenchError(f"cannot write {path}: {e.strerror or e}")
+
+
+def _temporary(path: Path, data: bytes) -> Path:
+    """`data` in a new temporary file next to `path`; removed again if writing it fails."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return Path(tmp)
+
+
+def _strangers(stage_dir: Path) -> list[Path]:
+    """What a stage folder holds that is not `<2 hex>/<key>.*` (a results directory saved
+    inside the cache, say)."""
+    if stage_dir.is_symlink():
+        return [stage_dir]
+    found = []
+    for sub in sorted(stage_dir.iterdir()):
+        if sub.is_symlink() or not sub.is_dir() or not _PREFIX.fullmatch(sub.name):
+            found.append(sub)
+            continue
+        for f in sorted(sub.iterdir()):
+            entry = _ENTRY_FILE.fullmatch(f.name)
+            if not (f.is_file() and entry and entry.group(1).startswith(sub.name)):
+                found.append(f)
+    return found
+
+
 class ArtifactCache:
     IMAGE, ARRAY, RECORD, LOCK = ".png", ".npy", ".record.json", ".lock"
 
@@ -129,7 +271,8 @@ class ArtifactCache:
         return self.root / stage / key[:2] / f"{key}{ext}"
 
     def has(self, stage: str, key: str, ext: str) -> bool:
-        return self.path(stage, key, ext).is_file()
+        """Whether a whole entry is there; a bad one is removed (and so written again)."""
+        return self._load(stage, key, _KINDS[ext]) is not None
 
     # -- locks ----------------------------------------------------------------------------------
 
@@ -138,18 +281,14 @@ class ArtifactCache:
         if not self.locking:
             return True
         path = self.path(stage, key, self.LOCK)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        owner = json.dumps({"host": self._host, "pid": os.getpid(), "created": time.time()})
         for _ in range(2):
-            try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                if self._break_if_stale(path):
-                    continue
+            if self._create_lock(path, owner.encode()):
+                if self.locking:
+                    self._heartbeat.add(path)
+                return True
+            if not self._free_if_stale(path):
                 return False
-            with os.fdopen(fd, "w") as f:
-                json.dump({"host": self._host, "pid": os.getpid(), "created": time.time()}, f)
-            self._heartbeat.add(path)
-            return True
         return False
 
     def unlock(self, stage: str, key: str) -> None:
@@ -159,23 +298,61 @@ class ArtifactCache:
         self._heartbeat.discard(path)
         path.unlink(missing_ok=True)
 
-    def _break_if_stale(self, path: Path) -> bool:
+    def _create_lock(self, path: Path, owner: bytes) -> bool:
+        """Put a lock in place with its content in one step; False if one is there."""
+        self._make_dir(path.parent)
         try:
-            owner = json.loads(path.read_text() or "{}")
-            age = time.time() - path.stat().st_mtime
-        except (OSError, ValueError):
-            return False  # being written or just released: look again next round
-        dead = owner.get("host") == self._host and not pid_alive(int(owner.get("pid", -1)))
-        if not dead and age < self.stale_after:
+            tmp = _temporary(path, owner)
+        except OSError as e:
+            raise _unwritable(path, e) from None
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
             return False
-        # Rename first so that of several jobs breaking the same lock only one succeeds.
+        except OSError as e:
+            if e.errno not in _NO_HARD_LINKS:
+                raise _unwritable(path, e) from None
+            log.warning("%s: this filesystem has no hard links, so cache locks are off: jobs "
+                        "that run at once may compute the same entries", path.parent)
+            self.locking = False
+        finally:
+            tmp.unlink(missing_ok=True)
+        return True
+
+    def _free_if_stale(self, path: Path) -> bool:
+        """Whether the lock at `path` is gone, or was stale and is now broken."""
+        try:
+            seen = _lock_state(path)
+        except FileNotFoundError:
+            return True  # released meanwhile
+        except OSError:
+            return False
+        owner = _lock_owner(seen[0])
+        if owner is not None and not self._abandoned(owner, seen[2] / 1e9):
+            return False
+        return self._break(path, seen)
+
+    def _abandoned(self, owner: dict, mtime: float) -> bool:
+        dead = owner["host"] == self._host and not pid_alive(owner["pid"])
+        return dead or time.time() - mtime >= self.stale_after
+
+    def _break(self, path: Path, seen: tuple) -> bool:
+        # Renamed first so that of several jobs breaking the same lock only one succeeds; one
+        # that renamed a newer, live lock (another breaker's, taken meanwhile) puts it back.
         grave = path.with_name(f"{path.name}.stale.{os.getpid()}")
         try:
             os.rename(path, grave)
         except OSError:
             return False
-        grave.unlink(missing_ok=True)
-        return True
+        try:
+            with contextlib.suppress(OSError):
+                if _lock_state(grave) == seen:
+                    return True
+            with contextlib.suppress(OSError):
+                os.link(grave, path)
+            return False
+        finally:
+            grave.unlink(missing_ok=True)
 
     def load_or_compute(self, stage: str, keys: list[str], load: Callable[[str], Any],
                         compute: Callable[[list[int]], list[Any]], poll: float = 0.05,
@@ -192,23 +369,23 @@ class ArtifactCache:
         logged = False
         while pending:
             mine = []
-            for i in pending:
-                if not self.try_lock(stage, keys[i]):
-                    continue
-                values[i] = load(keys[i]) if self.locking else None  # finished while we looked
-                if values[i] is None:
-                    mine.append(i)
-                else:
-                    self.unlock(stage, keys[i])
-                    waited += 1
-            if mine:
-                try:
+            try:  # also when claiming fails midway (a full disk): no lock of ours outlives it
+                for i in pending:
+                    if not self.try_lock(stage, keys[i]):
+                        continue
+                    values[i] = load(keys[i]) if self.locking else None  # finished meanwhile?
+                    if values[i] is None:
+                        mine.append(i)
+                    else:
+                        self.unlock(stage, keys[i])
+                        waited += 1
+                if mine:
                     for i, v in zip(mine, compute(mine)):
                         values[i] = v
-                finally:
-                    for i in mine:
-                        self.unlock(stage, keys[i])
-                computed += len(mine)
+            finally:
+                for i in mine:
+                    self.unlock(stage, keys[i])
+            computed += len(mine)
             pending = [i for i in pending if values[i] is None]
             if pending:
                 if not logged:
@@ -223,76 +400,171 @@ class ArtifactCache:
                 pending = [i for i in pending if values[i] is None]
         return values, computed, waited
 
-    def _write_atomic(self, path: Path, data: bytes) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # -- writing --------------------------------------------------------------------------------
+
+    def _make_dir(self, folder: Path) -> None:
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
+            folder.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            blocker = next((p for p in (folder, *folder.parents)
+                            if p.exists() and not p.is_dir()), folder)
+            raise _not_a_directory(blocker) from None
+        except OSError as e:
+            raise _unwritable(folder, e) from None
+
+    @staticmethod
+    def _replace(path: Path, data: bytes) -> None:
+        tmp = _temporary(path, data)
+        try:
             os.replace(tmp, path)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
             raise
 
-    def _write(self, stage: str, key: str, ext: str, data: bytes, meta: dict) -> None:
-        sidecar = {"stage": stage, "key": key, "created": time.time(), **meta}
-        self._write_atomic(self.path(stage, key, ".json"),
-                           json.dumps(sidecar, indent=1, sort_keys=True, default=str).encode())
-        self._write_atomic(self.path(stage, key, ext), data)
+    def _store(self, path: Path, data: bytes) -> None:
+        self._make_dir(path.parent)
+        try:
+            self._replace(path, data)
+        except OSError as e:
+            raise _unwritable(path, e) from None
+
+    def _save(self, stage: str, key: str, ext: str, data: bytes, raw: Any, meta: dict) -> None:
+        sidecar = self.path(stage, key, ".json")
+        self._store(sidecar, _json_bytes({"stage": stage, "key": key, "created": time.time(),
+                                          **meta, "payload": _payload_record(data, raw)}))
+        try:
+            self._store(self.path(stage, key, ext), data)
+        except BaseException:
+            sidecar.unlink(missing_ok=True)  # alone it is no entry: leave nothing behind
+            raise
 
     def save_image(self, stage: str, key: str, x: torch.Tensor, meta: dict) -> None:
+        pixels = to_uint8(x)
         buf = io.BytesIO()
-        Image.fromarray(to_uint8(x), mode="RGB").save(buf, format="PNG", compress_level=1)
-        self._write(stage, key, self.IMAGE, buf.getvalue(), meta)
-
-    def load_image(self, stage: str, key: str) -> torch.Tensor | None:
-        path = self.path(stage, key, self.IMAGE)
-        try:
-            with Image.open(path) as img:
-                return from_uint8(np.asarray(img.convert("RGB")))
-        except (OSError, ValueError):
-            return None  # absent, or unreadable: recompute and overwrite
+        Image.fromarray(pixels, mode="RGB").save(buf, format="PNG", compress_level=1)
+        self._save(stage, key, self.IMAGE, buf.getvalue(), pixels, meta)
 
     def save_array(self, stage: str, key: str, a: np.ndarray, meta: dict) -> None:
         buf = io.BytesIO()
         np.save(buf, a, allow_pickle=False)
-        self._write(stage, key, self.ARRAY, buf.getvalue(), meta)
-
-    def load_array(self, stage: str, key: str) -> np.ndarray | None:
-        try:
-            return np.load(self.path(stage, key, self.ARRAY), allow_pickle=False)
-        except (OSError, ValueError):
-            return None
+        self._save(stage, key, self.ARRAY, buf.getvalue(), np.asarray(a), meta)
 
     def save_json(self, stage: str, key: str, payload, meta: dict) -> None:
-        self._write(stage, key, self.RECORD, json.dumps(payload, default=str).encode(), meta)
+        self._save(stage, key, self.RECORD, json.dumps(payload, default=str).encode(), payload,
+                   meta)
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def load_image(self, stage: str, key: str) -> torch.Tensor | None:
+        pixels = self._load(stage, key, _KINDS[self.IMAGE])
+        return None if pixels is None else from_uint8(pixels)
+
+    def load_array(self, stage: str, key: str) -> np.ndarray | None:
+        return self._load(stage, key, _KINDS[self.ARRAY])
 
     def load_json(self, stage: str, key: str):
+        return self._load(stage, key, _KINDS[self.RECORD])
+
+    def _load(self, stage: str, key: str, kind: _Kind) -> Any:
+        """The decoded entry, or None when it is absent or bad (a bad one is reported once,
+        since it is removed)."""
+        path = self.path(stage, key, kind.ext)
         try:
-            return json.loads(self.path(stage, key, self.RECORD).read_text())
-        except (OSError, ValueError):
+            data = path.read_bytes()  # before the sidecar, which a writer puts in place first
+        except OSError:
             return None
+        try:
+            return self._verified(stage, key, kind, data)
+        except _BadEntry as bad:
+            log.warning("cache entry %s is bad (%s): removed, it is recomputed", path, bad)
+            for name in (path, self.path(stage, key, ".json")):
+                with contextlib.suppress(OSError):
+                    name.unlink(missing_ok=True)
+            return None
+
+    def _verified(self, stage: str, key: str, kind: _Kind, data: bytes) -> Any:
+        sidecar = self._sidecar(stage, key)
+        expected = sidecar.get("payload")
+        if expected is not None:
+            _require_match(_digest(data), expected)
+        try:
+            raw = kind.decode(data)
+        except Exception as e:  # whatever the decoder makes of bad bytes, they are bad
+            raise _BadEntry(f"it does not decode: {type(e).__name__}: {e}") from None
+        if expected is None:
+            if not kind.plausible(raw):
+                raise _BadEntry("written before checksums, and not what bench writes")
+            self._seal(stage, key, sidecar, data, raw)
+            return raw
+        _require_match(_form(raw), expected)
+        return raw
+
+    def _sidecar(self, stage: str, key: str) -> dict:
+        try:
+            sidecar = json.loads(self.path(stage, key, ".json").read_bytes())
+        except FileNotFoundError:
+            raise _BadEntry("its sidecar is missing") from None
+        except (OSError, ValueError):
+            raise _BadEntry("its sidecar is unreadable") from None
+        if not isinstance(sidecar, dict) or not isinstance(sidecar.get("payload", {}), dict):
+            raise _BadEntry("its sidecar is unreadable")
+        return sidecar
+
+    def _seal(self, stage: str, key: str, sidecar: dict, data: bytes, raw: Any) -> None:
+        """Record the checksum of an entry written before checksums, now found plausible."""
+        with contextlib.suppress(OSError):  # a read-only cache: served all the same
+            self._replace(self.path(stage, key, ".json"),
+                          _json_bytes({**sidecar, "payload": _payload_record(data, raw)}))
+
+    # -- maintenance ----------------------------------------------------------------------------
+
+    def _stage_dirs(self) -> dict[str, Path]:
+        if not self.root.is_dir():
+            return {}
+        stages = {}
+        for p in sorted(self.root.iterdir()):
+            if p.name.startswith("."):
+                continue  # a job's write probe
+            if not p.is_dir():
+                raise _not_a_directory(p)
+            stages[p.name] = p
+        return stages
+
+    def _count(self, stage_dir: Path) -> dict[str, int]:
+        entries = size = 0
+        for f in stage_dir.rglob("*"):
+            if f.is_file():
+                size += f.stat().st_size
+                entries += f.name.endswith((self.IMAGE, self.ARRAY, self.RECORD))
+        return {"entries": entries, "bytes": size}
 
     def info(self) -> dict[str, dict[str, int]]:
         """Per stage: number of entries and bytes on disk."""
-        out = {}
-        if not self.root.is_dir():
-            return out
-        for stage_dir in sorted(p for p in self.root.iterdir() if p.is_dir()):
-            entries = size = 0
-            for f in stage_dir.rglob("*"):
-                if f.is_file():
-                    size += f.stat().st_size
-                    entries += f.name.endswith((self.IMAGE, self.ARRAY, self.RECORD))
-            out[stage_dir.name] = {"entries": entries, "bytes": size}
-        return out
+        return {stage: self._count(d) for stage, d in self._stage_dirs().items()}
+
+    def clearable(self, stages: list[str] | None = None) -> list[str]:
+        """The stages to clear (all when None), refusing one that is not there and a stage
+        folder that holds anything but cache entries (a user's results saved inside it)."""
+        present = self._stage_dirs()
+        chosen = list(present) if stages is None else list(dict.fromkeys(stages))
+        unknown = [s for s in chosen if s not in present]
+        if unknown:
+            raise BenchError(f"no stage {', '.join(map(repr, unknown))} in {self.root}; stages "
+                             f"present: {', '.join(present) or 'none'}")
+        strangers = [p for stage in chosen for p in _strangers(present[stage])]
+        if strangers:
+            shown = ", ".join(map(str, strangers[:3])) + (
+                f" and {len(strangers) - 3} more" if len(strangers) > 3 else "")
+            raise BenchError(f"refusing to clear {self.root}, which holds what is not a cache "
+                             f"entry (<stage>/<2 hex>/<key>.*): {shown}. A results directory? "
+                             f"Move it out of the cache directory; nothing was deleted")
+        return chosen
 
     def clear(self, stages: list[str] | None = None) -> int:
-        """Delete the given stages (all when None); returns the number of entries removed."""
-        info = self.info()
+        """Delete the given stages (all when None), after `clearable`; returns the number of
+        entries removed."""
         removed = 0
-        for stage in stages if stages is not None else list(info):
-            if stage in info:
-                removed += info[stage]["entries"]
-                shutil.rmtree(self.root / stage)
+        for stage in self.clearable(stages):
+            removed += self._count(self.root / stage)["entries"]
+            shutil.rmtree(self.root / stage)
         return removed

@@ -234,8 +234,8 @@ def cmd_cache(args: argparse.Namespace) -> None:
     from benchmark.cache import ArtifactCache
 
     cache = ArtifactCache(args.cache_dir or default_cache_dir()).check(writable=False)
-    info = cache.info()
     if args.action == "info":
+        info = cache.info()
         print(f"cache: {cache.root}")
         if not info:
             print("  (empty)")
@@ -245,7 +245,7 @@ def cmd_cache(args: argparse.Namespace) -> None:
         print(f"  {'total':<10} {sum(s['entries'] for s in info.values()):>7} entries "
               f"{total / 2**20:>10.1f} MiB")
         return
-    stages = args.stage or list(info)
+    stages = cache.clearable(args.stage)  # refused before the prompt, not after it
     if not args.yes:
         if not sys.stdin.isatty():
             raise BenchError("bench cache clear: pass --yes to delete without a prompt")
