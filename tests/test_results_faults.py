@@ -176,7 +176,8 @@ def test_a_job_whose_samples_are_all_broken_is_one_line_from_the_command(workdir
     one_line(proc.returncode, proc.stderr, "samples.csv", "expected")
 
 
-VS_HEADER = b"table,setting,dataset,defense,transform,generator,pair,metric,value,paper_name,source\n"
+VS_HEADER = (b"table,setting,dataset,defense,transform,generator,pair,metric,value,paper_name,"
+             b"source\n")
 BROKEN_VS = {"empty": b"", "binary": bytes(range(256)) * 4, "no columns": b"a,b\n1,2\n",
              "value not a number": VS_HEADER + b"t,s,faces,none,jpeg,,fidelity,ssim,high,N,p\n"}
 
