@@ -18,7 +18,7 @@ and never a loop (a job serves what it computed without reading it back).
 
 Entries written before checksums (a sidecar without "payload") are served when
 they decode as what bench writes (an 8-bit RGB PNG, a numeric array of finite
-values, JSON), and their checksum is recorded at that first read, so any later
+values, a JSON object), and their checksum is recorded at that first read, so any later
 damage is caught. Recomputing them instead would cost an old cache all its attacks
 (GPU hours) to guard against damage from before this check existed; the decode
 test catches a truncated or foreign file there, not a flipped pixel.
@@ -139,7 +139,7 @@ _KINDS = {k.ext: k for k in (
           lambda a: a.ndim == 3 and a.shape[2] == 3 and a.dtype == np.uint8),
     _Kind(".npy", lambda data: np.load(io.BytesIO(data), allow_pickle=False),
           lambda a: a.dtype.kind in "biuf" and bool(np.isfinite(a).all())),
-    _Kind(".record.json", json.loads, lambda value: True),
+    _Kind(".record.json", json.loads, lambda value: isinstance(value, dict)),
 )}
 _PREFIX = re.compile(r"[0-9a-f]{2}")
 _ENTRY_FILE = re.compile(r"\.?([0-9a-f]{64})\..+")  # an entry, its sidecar, lock or temporary

@@ -153,11 +153,13 @@ def test_entries_of_an_older_cache_that_are_implausible_are_recomputed(tmp_path)
     cache = ArtifactCache(tmp_path)
     cache.save_array("embed", KEY, np.array([1.0, np.nan], dtype=np.float32), {})
     cache.save_image("protect", KEY, _image(0), {})
-    for stage in ("protect", "embed"):
+    cache.save_json("job", KEY, [1], {})
+    for stage in ("protect", "embed", "job"):
         _legacy(cache, stage, KEY)
     Image.new("L", (16, 16)).save(cache.path("protect", KEY, cache.IMAGE))  # not what bench writes
     assert cache.load_array("embed", KEY) is None
     assert cache.load_image("protect", KEY) is None
+    assert cache.load_json("job", KEY) is None
 
 
 # -- 2. locks ---------------------------------------------------------------------------------------
