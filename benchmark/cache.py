@@ -489,7 +489,7 @@ class ArtifactCache:
             _require_match(_digest(data), expected)
         try:
             raw = kind.decode(data)
-        except Exception as e:  # whatever the decoder makes of bad bytes, they are bad
+        except Exception as e:  # noqa: BLE001 - whatever a decoder makes of bad bytes
             raise _BadEntry(f"it does not decode: {type(e).__name__}: {e}") from None
         if expected is None:
             if not kind.plausible(raw):

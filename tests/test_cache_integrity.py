@@ -44,7 +44,7 @@ def _legacy(cache: ArtifactCache, stage: str, key: str) -> None:
     sidecar.write_text(json.dumps(record))
 
 
-# -- 1. checksums -----------------------------------------------------------------------------------
+# -- 1. checksums ---------------------------------------------------------------------------------
 
 def test_a_flipped_byte_in_a_feature_vector_is_reported_once_removed_and_recomputed(tmp_path,
                                                                                      caplog):
@@ -113,7 +113,7 @@ def test_a_sidecar_describing_another_writers_payload_is_a_recompute_not_a_loop(
 
     values, computed, _ = b.load_or_compute(
         "embed", [KEY], lambda k: b.load_array("embed", k), compute)
-    assert calls == [[0]] and np.array_equal(values[0], VECTOR)
+    assert computed == 1 and calls == [[0]] and np.array_equal(values[0], VECTOR)
 
 
 def test_a_payload_without_its_sidecar_is_recomputed(tmp_path):
@@ -162,7 +162,7 @@ def test_entries_of_an_older_cache_that_are_implausible_are_recomputed(tmp_path)
     assert cache.load_json("job", KEY) is None
 
 
-# -- 2. locks ---------------------------------------------------------------------------------------
+# -- 2. locks -------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("content", ["", "{\"host\": ", "[1, 2]", "{\"pid\": \"x\"}"])
 def test_an_empty_or_unparsable_lock_is_stale_at_once(tmp_path, content):
@@ -214,7 +214,7 @@ def test_breaking_a_stale_lock_spares_a_live_one_that_replaced_it(tmp_path, monk
     first.unlock("protect", KEY)
 
 
-# -- 3. a stage folder that is a file ---------------------------------------------------------------
+# -- 3. a stage folder that is a file -------------------------------------------------------------
 
 def test_a_stage_folder_that_is_a_file_is_one_error_naming_it(tmp_path):
     cache = ArtifactCache(tmp_path)
@@ -228,7 +228,7 @@ def test_a_stage_folder_that_is_a_file_is_one_error_naming_it(tmp_path):
     assert cache.load_image("protect", KEY) is None  # reading it is a plain miss
 
 
-# -- 4. a full disk ---------------------------------------------------------------------------------
+# -- 4. a full disk -------------------------------------------------------------------------------
 
 class _FullDisk:
     """A file whose every write fails as on a full disk."""
@@ -280,7 +280,7 @@ def test_a_disk_that_fills_between_sidecar_and_payload_leaves_no_sidecar(tmp_pat
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]
 
 
-# -- 5. bench cache clear ---------------------------------------------------------------------------
+# -- 5. bench cache clear -------------------------------------------------------------------------
 
 def test_clearing_a_stage_that_is_not_there_names_the_stages_that_are(tmp_path):
     cache = ArtifactCache(tmp_path)
@@ -321,7 +321,7 @@ def test_bench_cache_refusals_are_one_line(workdir):
     assert str(workdir / "cache" / "protect") in proc.stderr
 
 
-# -- end to end -------------------------------------------------------------------------------------
+# -- end to end -----------------------------------------------------------------------------------
 
 def test_a_corrupted_finished_run_is_recomputed_to_the_same_numbers(workdir):
     args = [*TINY, "defense=noise", "transform=jpeg", "metric=[psnr]", "pairs=[fidelity]"]
@@ -329,7 +329,7 @@ def test_a_corrupted_finished_run_is_recomputed_to_the_same_numbers(workdir):
     cache = workdir / "cache"
     [record] = (cache / "job").rglob("*.record.json")
     _flip_a_byte(record, offset=len(record.read_bytes()) // 2)
-    protected = sorted((cache / "protect").rglob("*.png"))[0]
+    protected = min((cache / "protect").rglob("*.png"))
     Image.new("RGB", (20, 20)).save(protected)
     proc = bench("run", *args, "hydra.run.dir=second", cwd=workdir)
     assert str(record) in proc.stderr and str(protected) in proc.stderr
