@@ -5,8 +5,10 @@
 """
 
 import argparse
+import contextlib
 import logging
 import os
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -66,64 +68,162 @@ def _labels(hc) -> dict[str, str]:
     return labels
 
 
+class SweepStopped(BaseException):
+    """The first job of a sweep failed in a way every job would (a BaseException, so that
+    Hydra's job runner, which keeps a job's Exception for the sweep to go on, lets it pass)."""
+
+
 @hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")
 def run_app(cfg: DictConfig) -> None:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from benchmark.results.job_files import (
-        config_fingerprint,
-        format_summary,
-        is_finished,
-        other_run,
-        read_status,
-        wait_for_live_run,
-        write_job,
-        write_status,
-    )
+    from benchmark.results.job_files import StatusHeartbeat, write_job, write_status
     from benchmark.runner import Job
-    from benchmark.schema import PAIR_MEANINGS
 
     hc = HydraConfig.get()
     outdir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
     labels = _labels(hc)
-    try:
-        fingerprint = config_fingerprint(cfg)
-    except (OmegaConfBaseException, ValueError, TypeError):  # the job itself reports it below
-        fingerprint = None
-    if multirun and fingerprint:
-        wait_for_live_run(outdir)  # left running by a killed launcher (submitit_local)
-    if multirun and fingerprint and is_finished(outdir, fingerprint):
-        # re-running a sweep in its own directory: finished jobs stay as they are
-        print(f"skipped (finished, same config): {outdir}")
+    fingerprint = _fingerprint(cfg)
+    if not _may_run(outdir, cfg, fingerprint, multirun):
         return
-    clash = other_run(read_status(outdir), fingerprint)
-    if clash:  # never overwrite another run's results or status
-        message = (f"{outdir} already holds {clash}; its results are kept. Choose another "
-                   f"directory (hydra.run.dir=... / hydra.sweep.dir=...)")
-        if multirun:
-            log.error("job refused: %s", message)
-            return
-        log.error(message)
-        sys.exit(1)
     notice = _notice(cfg.get("notice"), hc.runtime.choices)
     try:
         write_status(outdir, "running", fingerprint=fingerprint)
-        _name_the_scale(cfg, hc.runtime.choices.get("scale"))
-        with logging_redirect_tqdm():
-            result = Job(cfg, labels).run()
-        summary = write_job(outdir, result, cfg, notice)
+        with _stop_signals(), StatusHeartbeat(outdir):
+            _name_the_scale(cfg, hc.runtime.choices.get("scale"))
+            with logging_redirect_tqdm():
+                result = Job(cfg, labels).run()
+            summary = write_job(outdir, result, cfg, notice)
+            write_status(outdir, "done", fingerprint=fingerprint)
+    except KeyboardInterrupt as e:
+        _record(outdir, "interrupted", f"stopped by {e.args[0] if e.args else 'SIGINT'}",
+                fingerprint)
+        raise
     except Exception as e:
         message = str(e) if isinstance(e, BenchError) else traceback.format_exc()
-        write_status(outdir, "failed", message, fingerprint)
-        if multirun:  # one failed job must not stop the sweep
+        _record(outdir, "failed", message, fingerprint)
+        if multirun:  # one failed job must not stop the sweep, unless every job would fail
             log.error("job failed (%s): %s", outdir, message)
+            group = getattr(e, "config_group", None)
+            if group and not _swept(group, hc):
+                raise SweepStopped(f"{message}\nsweep stopped after its first failed job: "
+                                   f"{group} is not swept, so every job would fail the same "
+                                   f"way ({outdir})") from None
             return
         if isinstance(e, BenchError):
             log.error(message)
             sys.exit(1)
         raise
-    write_status(outdir, "done", fingerprint=fingerprint)
+    try:
+        _report(cfg, labels, result, summary, outdir, notice)
+    except BrokenPipeError:  # `bench run | head`: the results are written, the reader left
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _fingerprint(cfg: DictConfig) -> str | None:
+    from benchmark.results.job_files import config_fingerprint
+
+    try:
+        return config_fingerprint(cfg)
+    except (OmegaConfBaseException, ValueError, TypeError):  # the job itself reports it
+        return None
+
+
+def _may_run(outdir: Path, cfg: DictConfig, fingerprint: str | None, multirun: bool) -> bool:
+    """False (and a line saying why) when the job's directory is not this run's to write."""
+    from benchmark.results.job_files import (
+        check_job_dir,
+        is_finished,
+        other_run,
+        read_status,
+        wait_for_live_run,
+    )
+
+    if multirun and fingerprint:
+        wait_for_live_run(outdir)  # left running by a killed launcher (submitit_local)
+    if multirun and fingerprint and is_finished(outdir, fingerprint):
+        # re-running a sweep in its own directory: finished jobs stay as they are
+        print(f"skipped (finished, same config): {outdir}")
+        return False
+    try:
+        _outside_cache(outdir, cfg)
+        check_job_dir(outdir)
+        clash = other_run(read_status(outdir), fingerprint, outdir)
+        if clash:  # never overwrite another run's results or status
+            raise BenchError(f"{outdir} already holds {clash}; its results are kept. Choose "
+                             f"another directory (hydra.run.dir=... / hydra.sweep.dir=...)")
+    except BenchError as e:
+        if multirun:
+            log.error("job refused: %s", e)
+            return False
+        log.error(str(e))
+        sys.exit(1)
+    return True
+
+
+def _outside_cache(outdir: Path, cfg: DictConfig) -> None:
+    cache = OmegaConf.select(cfg, "cache_dir", default=None)
+    if not cache:
+        return
+    cache, job = Path(str(cache)).expanduser().resolve(), outdir.resolve()
+    if job == cache or cache in job.parents:
+        raise BenchError(f"the job's directory {outdir} lies inside cache_dir={cache}, and "
+                         f"`bench cache clear` would delete it; put results and cache apart "
+                         f"(hydra.run.dir=... or cache_dir=...)")
+
+
+def _record(outdir: Path, status: str, message: str, fingerprint: str | None) -> None:
+    """The job's end in its status.json; a write that fails (a full disk) is logged, not raised
+    over the error that ended the job."""
+    from benchmark.results.job_files import write_status
+
+    try:
+        write_status(outdir, status, message, fingerprint)
+    except (BenchError, OSError) as e:
+        log.error("could not record status %r in %s: %s", status, outdir, e)
+
+
+@contextlib.contextmanager
+def _stop_signals():
+    """SIGTERM (what SLURM and `timeout` send) ends the job as Ctrl-C does: KeyboardInterrupt,
+    so that the job records `interrupted` and the caches' atomic writes clean up."""
+    def stop(signum, frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread (a launcher's worker): nothing to install
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _swept(group: str, hc) -> bool:
+    """Whether the sweep varies `group` (or everything: the experiment), from the sweeper's
+    params and the command line that started it."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    keys = [str(k) for k in (OmegaConf.select(hc, "sweeper.params") or {})]
+    try:
+        overrides = OverridesParser.create().parse_overrides(
+            [a for a in sys.argv[1:] if not a.startswith("-")])
+        keys += [o.key_or_group for o in overrides if o.is_sweep_override()]
+    except OverrideParseException:  # not a sweep's command line (a launcher's worker): swept
+        return True
+    return any(k.lstrip("+~") in ("experiment", "scale") or k.lstrip("+~").split(".")[0]
+               .split("/")[0] == group for k in keys)
+
+
+def _report(cfg: DictConfig, labels: dict, result, summary, outdir: Path,
+            notice: str | None) -> None:
+    from benchmark.results.job_files import format_summary
+    from benchmark.schema import PAIR_MEANINGS
+
     stages = ", ".join(f"{name} {s['computed']} computed / {s['cached']} cached "
                        f"({s['seconds']:.1f}s)" for name, s in result.stats["stages"].items())
     print(f"\n{labels['dataset']} x {labels['defense']} x {labels['transform']} x "
@@ -345,6 +445,39 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _run(args: list[str]) -> None:
+    """`bench run`: Hydra's app, with the ends a user can cause given one line each."""
+    from benchmark import callbacks
+
+    if any(a.split("=", 1)[0] == "--experimental-rerun" for a in args):
+        print("bench run: --experimental-rerun is refused: it unpickles the file it is given "
+              "(code); re-run the job from its config.yaml instead (bench run --config-dir DIR "
+              "...)", file=sys.stderr)
+        sys.exit(2)
+    _prepare_hydra()
+    sys.argv = ["bench"] + args
+    try:
+        run_app()
+    except KeyboardInterrupt as e:
+        cause = e.args[0] if e.args else "SIGINT"
+        print(f"\nbench run: interrupted ({cause}); finished items are kept in the cache and "
+              f"the job's status.json says interrupted: re-run the same command (a sweep: with "
+              f"the same hydra.sweep.dir) to resume", file=sys.stderr)
+        # the shell's exit code for death by that signal
+        sys.exit(128 + signal.Signals.__members__.get(cause, signal.SIGINT))
+    except SweepStopped as e:
+        print(f"bench run: {e}", file=sys.stderr)
+        sys.exit(1)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
+    failed = callbacks.LAST_SWEEP.get("failed_all")
+    if failed:
+        print(f"bench run: every job of the sweep failed or was refused ({failed}); see "
+              f"sweep_summary.csv", file=sys.stderr)
+        sys.exit(1)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -354,9 +487,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"bench {__version__}")
         return
     if argv[0] == "run":
-        _prepare_hydra()
-        sys.argv = ["bench"] + argv[1:]
-        run_app()
+        _run(argv[1:])
         return
     if any(a.startswith(("-sc", "--shell-completion")) for a in argv):
         # Hydra's completion script calls `bench -sc query=bash` with the line typed so far;

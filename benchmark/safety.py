@@ -289,11 +289,6 @@ def check_hydra_config(cfg: DictConfig | dict) -> None:
         raw_hydra = (OmegaConf.to_container(cfg.hydra, resolve=False) if "hydra" in cfg else {})
     else:
         plain, raw_hydra = cfg, cfg.get("hydra") or {}
-    for where, target in iter_targets({k: v for k, v in plain.items() if k != "hydra"}, ""):
-        try:
-            check_target_name(target, where.lstrip("."))
-        except BenchError as e:
-            raise UnsafeConfigError(str(e)) from None
     hydra_cfg = plain.get("hydra") or {}
     for key in hydra_cfg:
         if key not in HYDRA_KEYS:
@@ -305,6 +300,11 @@ def check_hydra_config(cfg: DictConfig | dict) -> None:
     _check_job(hydra_cfg.get("job") or {})
     _check_launcher(hydra_cfg, raw_hydra.get("launcher"))
     _check_paths(hydra_cfg)
+    for where, target in iter_targets({k: v for k, v in plain.items() if k != "hydra"}, ""):
+        try:
+            check_target_name(target, where.lstrip("."))
+        except BenchError as e:
+            raise UnsafeConfigError(str(e)) from None
 
 
 def check_launcher_exists(cfg: DictConfig) -> None:
@@ -431,7 +431,8 @@ def _group_value_message(overrides: list[str] | None) -> str:
     for text in overrides or []:
         group, _, value = str(text).lstrip("+~").partition("=")
         folder = config_dir() / group
-        if folder.is_dir() and not (folder / f"{value}.yaml").is_file():
+        number = value.lstrip("-").replace(".", "", 1).isdigit()
+        if folder.is_dir() and (number or value.startswith("{")):
             choices = ", ".join(sorted(p.stem for p in folder.glob("*.yaml")))
             return (f"{group}={value}: a config group takes the name of one of its configs; "
                     f"choose from {choices} (bench ls {group})")

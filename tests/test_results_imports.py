@@ -14,6 +14,7 @@ def test_the_table_path_imports_no_torch(workdir):
                    "generator": "none", "seed": 0, "pair": "fidelity", "metric": "ssim",
                    "value": 0.9, "n": 1}]).to_csv(job / "samples.csv", index=False)
     (job / "stats.json").write_text('{"directions": {"ssim": true}}')
+    (job / "status.json").write_text('{"status": "done"}')
     code = ("import sys\n"
             "from benchmark.cli import main\n"
             f"main(['table', {str(job)!r}, '--metric', 'ssim', '--pair', 'fidelity',"
