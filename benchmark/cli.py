@@ -36,9 +36,9 @@ usage:
   bench ls [GROUP]                list datasets, defenses, transforms, generators, metrics, ...
   bench table DIR... --metric M[,M2] --pair P [--rows defense --cols transform
                      --agg mean|std|ci|worst --where KEY=V --vs results/paper_reported.csv
-                     --format csv|md|latex --output FILE]
-  bench plot curves|cost DIR... --metric M [--pair P] --output STEM   (PNG + PDF)
-  bench grid DIR... --output FILE.png [--rows defense|transform --n 3]
+                     --format csv|md|latex --output FILE --strict]
+  bench plot curves|cost DIR... --metric M [--pair P --strict] --output STEM   (PNG + PDF)
+  bench grid DIR... --output FILE.png [--rows defense|transform --n 3 --strict]
   bench cache info | clear [--stage STAGE...] [--yes]
   bench weights pull ID... [--all]  download models (the only command that uses the network)
   bench weights check [ID...]     which configured models are usable offline
@@ -503,6 +503,8 @@ def main(argv: list[str] | None = None) -> None:
         run_app()
         return
     args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format=f"%(levelname)s bench {args.command}: %(message)s")
     try:
         args.func(args)
     except BenchError as e:

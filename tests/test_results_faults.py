@@ -2,6 +2,7 @@
 files, filters and metrics that match nothing, an output path that cannot be made, and the
 figures' honest drawing of thin or damaged data. Job directories are written by hand."""
 
+import hashlib
 import io
 import json
 import logging
@@ -293,12 +294,18 @@ def test_the_grid_says_which_images_were_removed_from_the_cache(tmp_path, drawn)
     assert grid_texts(drawn[0]) == ["removed from\nthe cache"]
 
 
-@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "replaced"])
 def test_a_damaged_cached_image_is_drawn_as_unreadable_and_named(tmp_path, drawn, caplog,
                                                                  capsys, damage):
     files = write_images(write_job(tmp_path, "job", defense="pg"), tmp_path / "cache")
     data = files[1].read_bytes()
-    files[1].write_bytes(b"\x00garbage" * 20 if damage == "garbage" else data[: len(data) // 2])
+    sidecar = {"payload": {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}}
+    files[1].with_suffix(".json").write_text(json.dumps(sidecar))  # as the cache records it
+    if damage == "replaced":  # another image that decodes: only the checksum tells
+        png(files[1], seed=99)
+    else:
+        files[1].write_bytes(b"\x00garbage" * 20 if damage == "garbage"
+                             else data[: len(data) // 2])
     plots.qualitative_grid([tmp_path / "job"], tmp_path / "g.png", n=2,
                            cache_dir=str(tmp_path / "cache"))
     assert grid_texts(drawn[0]) == ["unreadable\nin the cache"]

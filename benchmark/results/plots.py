@@ -17,6 +17,8 @@
   the cache, or unreadable there, is a cell that says so. One PNG.
 """
 
+import hashlib
+import io
 import json
 import math
 from functools import partial
@@ -344,11 +346,26 @@ def _cached_image(path: Path, unreadable: list[str]) -> np.ndarray | str:
     if not path.is_file():
         return REMOVED
     try:
-        with Image.open(path) as f:
+        data = path.read_bytes()
+        expected = _recorded_sha256(path)
+        if expected and hashlib.sha256(data).hexdigest() != expected:
+            raise ValueError("its sha256 does not match its sidecar's")
+        with Image.open(io.BytesIO(data)) as f:
             return np.asarray(f.convert("RGB"))
     except (OSError, SyntaxError, ValueError) as e:  # Pillow: not an image, truncated, broken
         unreadable.append(f"{path} ({e})")
         return UNREADABLE
+
+
+def _recorded_sha256(path: Path) -> str | None:
+    """The checksum the cache's sidecar records for an entry (caches before checksums: none);
+    a damaged image that still decodes must not be drawn as if it were the job's."""
+    try:
+        sidecar = json.loads(path.with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        return None
+    payload = sidecar.get("payload") if isinstance(sidecar, dict) else None
+    return payload.get("sha256") if isinstance(payload, dict) else None
 
 
 def _job_tiles(job: Path, root: Path, n: int, unreadable: list[str]) -> list[tuple[str, dict]]:
