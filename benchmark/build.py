@@ -57,18 +57,26 @@ def semantic_config(config: Any) -> Any:
 
 
 def _refused(target: Any, where: str) -> BenchError:
+    from benchmark.plugins import plugins
+
+    packages = [*COMPONENT_PACKAGES, *(p.module for p in plugins())]
     return BenchError(f"{where}: _target_ {target!r} is not allowed; a component must be a class "
-                      f"defined in a module of {', '.join(COMPONENT_PACKAGES)} that subclasses a "
+                      f"defined in a module of {', '.join(packages)} that subclasses a "
                       f"stage base class (Dataset, Defense, Transform, Generator, Metric) or "
-                      f"torch.nn.Module (see benchmark.build)")
+                      f"torch.nn.Module (see benchmark.build; other packages join as plugins: "
+                      f"bench ls --plugins)")
 
 
 def check_target_name(target: Any, where: str) -> None:
-    """Refuse a `_target_` by its name alone, importing nothing: outside the component packages."""
+    """Refuse a `_target_` by its name alone, importing nothing: outside the component packages
+    and the plugins' modules (benchmark.plugins: installed entry points and --plugin)."""
+    from benchmark.plugins import plugin_of
+
     if not isinstance(target, str) or "." not in target:
         raise _refused(target, where)
     module_name, _, class_name = target.rpartition(".")
-    in_package = module_name.startswith(tuple(p + "." for p in COMPONENT_PACKAGES))
+    in_package = (module_name.startswith(tuple(p + "." for p in COMPONENT_PACKAGES))
+                  or plugin_of(module_name) is not None)
     if target not in ALLOWED_TARGETS and not (in_package and class_name.isidentifier()):
         raise _refused(target, where)
 

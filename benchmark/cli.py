@@ -33,7 +33,8 @@ USAGE = f"""bench {__version__}: do protective perturbations survive real-world 
 usage:
   bench run [OVERRIDES...]        run one job (Hydra app; `bench run --help` lists the config)
   bench run -m KEY=A,B ...        sweep the Cartesian product of the overrides
-  bench ls [GROUP]                list datasets, defenses, transforms, generators, metrics, ...
+  bench ls [GROUP] [--plugins]    list datasets, defenses, transforms, generators, metrics, ...
+  bench ... --plugin PATH         also load the components of a plugin script or package folder
   bench table DIR... --metric M[,M2] --pair P [--rows defense --cols transform
                      --agg mean|std|ci|worst --where KEY=V --vs results/paper_reported.csv
                      --format csv|md|latex --output FILE --strict]
@@ -266,18 +267,40 @@ def _describe(path: Path) -> str:
     return ""
 
 
+def group_configs(group: str) -> dict[str, tuple[Path, str]]:
+    """A config group's configs, {name: (file, where it comes from)}: bench's own, then each
+    plugin's (a plugin's config never shadows a built-in of the same name: Hydra finds bench's
+    first)."""
+    from benchmark.plugins import plugins
+
+    found = {p.stem: (p, "") for p in sorted((config_dir() / group).glob("*.yaml"))}
+    for plugin in plugins():
+        if plugin.configs is not None:
+            for path in sorted((plugin.configs / group).glob("*.yaml")):
+                found.setdefault(path.stem, (path, plugin.origin))
+    return found
+
+
 def cmd_ls(args: argparse.Namespace) -> None:
-    root = config_dir()
+    from benchmark.plugins import plugins
+
+    if args.plugins:
+        for plugin in plugins() or []:
+            print(f"{plugin.name}: module {plugin.module}, {plugin.origin}, configs "
+                  f"{plugin.configs or '(none)'}")
+        if not plugins():
+            print("no plugins (install a package with a bench.plugins entry point, or pass "
+                  "--plugin PATH)")
+        return
     groups = [args.group] if args.group else LISTED_GROUPS
     for group in groups:
-        folder = root / group
-        if not folder.is_dir():
+        if group not in LISTED_GROUPS:
             raise BenchError(f"unknown group {group!r}; choose from {', '.join(LISTED_GROUPS)}")
         print(group)
-        paths = sorted(folder.glob("*.yaml"))
-        width = max([22] + [len(p.stem) for p in paths])
-        for path in paths:
-            print(f"  {path.stem:<{width}} {_describe(path)}")
+        configs = group_configs(group)
+        width = max([22] + [len(name) for name in configs])
+        for name, (path, origin) in configs.items():
+            print(f"  {name:<{width}} {_describe(path)}" + (f"  [{origin}]" if origin else ""))
 
 
 def _emit(text: str, output: str | None) -> None:
@@ -387,6 +410,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     ls = sub.add_parser("ls", help="list the available components")
     ls.add_argument("group", nargs="?")
+    ls.add_argument("--plugins", action="store_true", help="list the plugins and their origin")
     ls.set_defaults(func=cmd_ls)
     table = sub.add_parser("table", help="aggregate job or sweep directories into a table")
     table.add_argument("dirs", nargs="+", help="job or sweep directories (searched recursively)")
@@ -478,8 +502,32 @@ def _run(args: list[str]) -> None:
         sys.exit(1)
 
 
+def _take_plugins(argv: list[str]) -> list[str]:
+    """Load the `--plugin PATH` scripts (any command), and return the other arguments."""
+    from benchmark import plugins
+
+    rest, paths, i = [], [], 0
+    while i < len(argv):
+        if argv[i] == "--plugin" and i + 1 < len(argv):
+            paths.append(argv[i + 1])
+            i += 2
+            continue
+        if argv[i].startswith("--plugin="):
+            paths.append(argv[i].split("=", 1)[1])
+        else:
+            rest.append(argv[i])
+        i += 1
+    plugins.add_scripts(paths)
+    return rest
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        argv = _take_plugins(argv)
+    except BenchError as e:
+        print(f"bench: {e}", file=sys.stderr)
+        sys.exit(2)
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return

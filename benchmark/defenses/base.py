@@ -28,6 +28,16 @@ class Defense:
     def protect(self, x: torch.Tensor, seeds: Sequence[int]) -> torch.Tensor:
         raise NotImplementedError
 
+    def budget(self) -> tuple[str, float] | None:
+        """(norm, radius in [0, 1] units) that x_adv - x stays within, norm `linf` or `l2`;
+        None: no pixel budget (the class then exempts the conformance suite's `budget`
+        contract, benchmark.testing, saying why)."""
+        pgd = getattr(self, "pgd", None)
+        if pgd is not None and getattr(pgd, "eps", None) is not None:
+            return pgd.norm, pgd.eps
+        eps = getattr(self, "eps", None)
+        return ("linf", eps) if isinstance(eps, float) else None
+
 
 class NoDefense(Defense):
     """No protection: x_adv = x. The reference row of every table."""

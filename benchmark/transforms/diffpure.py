@@ -42,6 +42,9 @@ class DiffPure(Transform):
         if strength is not None:
             t = max(1, round(lerp(strength, 0, 300)))
         check_number(self.name, "t", t, 1, 1000, "an integer timestep in 1..1000", integer=True)
+        if self.is_identity:  # strength 0: the untouched image, no model and no step
+            self.t, self.editor = 0, None
+            return
         check(self.name, "steps", steps,
               isinstance(steps, int) and steps >= 1 and int(steps * t / 1000) >= 1,
               f"an integer with int(steps * t / 1000) >= 1 (t={t})")

@@ -1,0 +1,1 @@
+"""bench-lowfreq: an example bench plugin (its configs/ folder joins bench's config tree)."""
