@@ -38,7 +38,8 @@ usage:
   bench table DIR... --metric M[,M2] --pair P [--rows defense --cols transform
                      --agg mean|std|ci|worst --where KEY=V --vs results/paper_reported.csv
                      --format csv|md|latex --output FILE --strict]
-  bench plot curves|cost DIR... --metric M [--pair P --strict] --output STEM   (PNG + PDF)
+  bench plot curves|cost DIR... --metric M [--pair P --retention --strict] --output STEM
+  bench score DIR... --metric M   robustness: retention AUC and breaking point per defense x family
   bench grid DIR... --output FILE.png [--rows defense|transform --n 3 --strict]
   bench cache info | clear [--stage STAGE...] [--yes]
   bench weights pull ID... [--all]  download models (the only command that uses the network)
@@ -330,6 +331,16 @@ def cmd_table(args: argparse.Namespace) -> None:
     _emit(text, args.output)
 
 
+def cmd_score(args: argparse.Namespace) -> None:
+    from benchmark.results.reading import load_samples, metric_directions
+    from benchmark.results.robustness import score_table
+    from benchmark.results.tables import filter_rows, parse_where
+
+    samples = filter_rows(load_samples(args.dirs, args.strict), parse_where(args.where))
+    direction = metric_directions(list(samples["job"].unique())).get(args.metric)
+    _emit(score_table(samples, args.metric, direction, args.format, args.seed), args.output)
+
+
 def cmd_plot(args: argparse.Namespace) -> None:
     from benchmark.results.plots import purifier_cost, robustness_curves
     from benchmark.results.tables import parse_where
@@ -337,7 +348,7 @@ def cmd_plot(args: argparse.Namespace) -> None:
     where = parse_where(args.where)
     if args.kind == "curves":
         paths = robustness_curves(args.dirs, args.metric, args.pair, args.output, where,
-                                  strict=args.strict)
+                                  strict=args.strict, retained=args.retention)
     else:
         paths = purifier_cost(args.dirs, args.metric, args.output, args.pair, where,
                               strict=args.strict)
@@ -440,7 +451,19 @@ def _parser() -> argparse.ArgumentParser:
     plot.add_argument("--pair", default="fidelity")
     plot.add_argument("--where", action="append", metavar="KEY=V1,V2")
     plot.add_argument("--output", "-o", required=True, help="file stem; .png and .pdf are written")
+    plot.add_argument("--retention", action="store_true",
+                      help="curves: the retention of each defense's protection (bench score)")
     plot.set_defaults(func=cmd_plot)
+    score = sub.add_parser("score", help="robustness score: retention AUC and breaking point "
+                                         "per defense and transformation family")
+    score.add_argument("dirs", nargs="+")
+    score.add_argument("--metric", required=True, help="a similarity metric on edits (ssim, "
+                       "lpips, ...), bounded: an edit against itself scores finitely")
+    score.add_argument("--where", action="append", metavar="KEY=V1,V2")
+    score.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    score.add_argument("--format", default="md", help="csv | md | latex")
+    score.add_argument("--output", "-o")
+    score.set_defaults(func=cmd_score)
     grid = sub.add_parser("grid", help="qualitative figure: clean | protected | transformed | edits")
     grid.add_argument("dirs", nargs="+")
     grid.add_argument("--rows", default="defense", choices=["defense", "transform"])
@@ -449,7 +472,7 @@ def _parser() -> argparse.ArgumentParser:
     grid.add_argument("--cache-dir", help="default: the jobs' cache_dir, else $BENCH_CACHE")
     grid.add_argument("--output", "-o", required=True)
     grid.set_defaults(func=cmd_grid)
-    for results in (table, plot, grid):
+    for results in (table, plot, score, grid):
         results.add_argument("--strict", action="store_true",
                              help="stop at a job that is not done or cannot be read (default: "
                                   "leave it out with a warning)")

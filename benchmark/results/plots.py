@@ -43,12 +43,10 @@ from benchmark.results.reading import (
     metric_directions,
     read_csv_file,
 )
+from benchmark.results.robustness import WEAKER_WHEN_LARGER, retention, strength_axes
 from benchmark.results.tables import filter_rows, select_pair, write_output
 from benchmark.schema import base_label
 
-# Transform parameters whose *smaller* values are the stronger transformation.
-WEAKER_WHEN_LARGER = {"quality", "factor", "scale", "bits", "colors", "colours", "size",
-                      "max_side", "longest_side"}
 GRID_COLUMNS = [("x", "clean"), ("x_adv", "protected"), ("x_t", "transformed"),
                 ("g_x", "edit of clean"), ("g_adv", "edit of protected"),
                 ("g_t", "edit of transformed")]
@@ -79,38 +77,6 @@ def _stats(job: Path) -> dict:
     return stats if isinstance(stats, dict) else {}
 
 
-def _numeric(v) -> float | None:
-    if isinstance(v, bool) or v is None:
-        return None
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return None
-
-
-def _strength_axes(samples: pd.DataFrame) -> dict[str, tuple[str | None, dict[str, float]]]:
-    """Per transform family: the parameter that varies across its jobs and each job's value.
-    Where no number varies (one strength, or settings that are not numbers) the key is None
-    and each job's place is that of its label among the family's labels: a category."""
-    configs = {job: (job_config(job).get("transform") or {}) for job in samples["job"].unique()}
-    labels = dict(samples.drop_duplicates("job")[["job", "transform"]].itertuples(index=False))
-    families: dict[str, list[str]] = {}
-    for job, label in labels.items():
-        families.setdefault(base_label(label), []).append(job)
-    axes = {}
-    for family, jobs in families.items():
-        keys = sorted({k for j in jobs for k in configs[j] if not k.startswith("_")})
-        varying = [k for k in keys
-                   if len({json.dumps(configs[j].get(k), sort_keys=True) for j in jobs}) > 1
-                   and all(_numeric(configs[j].get(k)) is not None for j in jobs)]
-        if varying:
-            axes[family] = (varying[0], {j: _numeric(configs[j].get(varying[0])) for j in jobs})
-        else:
-            places = list(dict.fromkeys(labels[j] for j in jobs))
-            axes[family] = (None, {j: float(places.index(labels[j])) for j in jobs})
-    return axes
-
-
 def curve_points(samples: pd.DataFrame, metric: str, pair: str) -> pd.DataFrame:
     """The points of the robustness curves: per transform family, strength and defense, the
     mean over images and its 95% t half-width (family `identity` gives the reference)."""
@@ -120,7 +86,7 @@ def curve_points(samples: pd.DataFrame, metric: str, pair: str) -> pd.DataFrame:
     if chosen["generator"].nunique() > 1 or chosen["dataset"].nunique() > 1:
         raise BenchError("several generators or datasets in these results: choose one with "
                          "--where generator=... / --where dataset=...")
-    axes = _strength_axes(chosen)
+    axes = strength_axes(chosen)
     out = []
     for family, (key, values) in axes.items():
         rows = chosen[chosen["transform"].map(base_label) == family]
@@ -162,12 +128,23 @@ def _draw_curves(ax, rows: pd.DataFrame, defenses: list[str], colors: dict) -> N
             ax.fill_between(xs, ys - hs, ys + hs, color=colors[defense], alpha=0.15, lw=0)
 
 
+def retention_points(samples: pd.DataFrame, metric: str, direction: bool | None,
+                     seed: int = 0) -> pd.DataFrame:
+    """Retention rho(s) as curve points (mean, half-width of its bootstrap interval)."""
+    points, _ = retention(samples, metric, direction, seed)
+    return pd.DataFrame({"family": points["family"], "key": points["key"],
+                         "strength": points["native"], "defense": points["defense"],
+                         "label": points["family"], "mean": points["rho"],
+                         "half": (points["high"] - points["low"]) / 2, "n": points["n"]})
+
+
 def robustness_curves(dirs: list, metric: str, pair: str, out: str | Path,
                       where: dict | None = None, formats=("png", "pdf"),
-                      strict: bool = False) -> list[Path]:
+                      strict: bool = False, retained: bool = False) -> list[Path]:
     samples = filter_rows(load_samples(dirs, strict), where or {})
-    points = curve_points(samples, metric, pair)
     direction = metric_directions(list(samples["job"].unique())).get(metric)
+    points = (retention_points(samples, metric, direction) if retained
+              else curve_points(samples, metric, pair))
     identity = points[points["family"] == "identity"]
     families = [f for f in dict.fromkeys(points["family"]) if f != "identity"]
     if not families:
@@ -191,7 +168,8 @@ def robustness_curves(dirs: list, metric: str, pair: str, out: str | Path,
         ax.set_xlabel(f"{family}.{key} (stronger →)" if key else family)
         ax.set_title(family)
         ax.grid(alpha=0.3)
-    panels[0][0].set_ylabel(f"{metric}{arrow} on {pair}")
+    panels[0][0].set_ylabel(f"retention of the protection ({metric})" if retained
+                            else f"{metric}{arrow} on {pair}")
     handles, names = [], []
     for ax in panels[0]:
         for h, n in zip(*ax.get_legend_handles_labels()):
@@ -200,7 +178,9 @@ def robustness_curves(dirs: list, metric: str, pair: str, out: str | Path,
                 names.append(n)
     fig.legend(handles, names, loc="lower center", ncol=min(len(names), 5),
                bbox_to_anchor=(0.5, -0.02 - 0.06 * math.ceil(len(names) / 5)), frameon=False)
-    fig.suptitle(f"{metric} on {pair} vs transformation strength (dotted: no transformation; "
+    fig.suptitle("retention of the protection vs transformation strength (1: as without it; "
+                 "band: bootstrap 95% CI)" if retained else
+                 f"{metric} on {pair} vs transformation strength (dotted: no transformation; "
                  "band: 95% CI)", fontsize=10)
     fig.tight_layout()
     return _save(fig, out, formats, "curves")
