@@ -40,6 +40,7 @@ usage:
                      --format csv|md|latex --output FILE --strict]
   bench plot curves|cost DIR... --metric M [--pair P --retention --strict] --output STEM
   bench score DIR... --metric M   robustness: retention AUC and breaking point per defense x family
+  bench report DIR... -o FOLDER   a static HTML report (scores, sortable tables, curves, grids)
   bench grid DIR... --output FILE.png [--rows defense|transform --n 3 --strict]
   bench cache info | clear [--stage STAGE...] [--yes]
   bench weights pull ID... [--all]  download models (the only command that uses the network)
@@ -341,6 +342,12 @@ def cmd_score(args: argparse.Namespace) -> None:
     _emit(score_table(samples, args.metric, direction, args.format, args.seed), args.output)
 
 
+def cmd_report(args: argparse.Namespace) -> None:
+    from benchmark.results.report import write_report
+
+    print(f"wrote {write_report(args.dirs, args.output, args.seed, args.cache_dir, args.strict)}")
+
+
 def cmd_plot(args: argparse.Namespace) -> None:
     from benchmark.results.plots import purifier_cost, robustness_curves
     from benchmark.results.tables import parse_where
@@ -464,6 +471,12 @@ def _parser() -> argparse.ArgumentParser:
     score.add_argument("--format", default="md", help="csv | md | latex")
     score.add_argument("--output", "-o")
     score.set_defaults(func=cmd_score)
+    report = sub.add_parser("report", help="a static HTML report of sweeps: scores, sortable "
+    report.add_argument("dirs", nargs="+")
+    report.add_argument("--output", "-o", required=True, help="folder; opens as index.html")
+    report.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    report.add_argument("--cache-dir", help="default: the jobs' cache_dir, else $BENCH_CACHE")
+    report.set_defaults(func=cmd_report)
     grid = sub.add_parser("grid", help="qualitative figure: clean | protected | transformed | edits")
     grid.add_argument("dirs", nargs="+")
     grid.add_argument("--rows", default="defense", choices=["defense", "transform"])
@@ -472,7 +485,7 @@ def _parser() -> argparse.ArgumentParser:
     grid.add_argument("--cache-dir", help="default: the jobs' cache_dir, else $BENCH_CACHE")
     grid.add_argument("--output", "-o", required=True)
     grid.set_defaults(func=cmd_grid)
-    for results in (table, plot, score, grid):
+    for results in (table, plot, score, grid, report):
         results.add_argument("--strict", action="store_true",
                              help="stop at a job that is not done or cannot be read (default: "
                                   "leave it out with a warning)")
