@@ -1,10 +1,13 @@
 """Content-addressed store of stage outputs.
 
 The key of an entry is the SHA-256 of a canonical JSON of: the stage, the
-resolved config of the component, the component's version string, the keys of
-its inputs and the seed. Entries live at `<root>/<stage>/<key[:2]>/<key>.<ext>`
-with a JSON sidecar (`<key>.json`) that records what made them and the payload's
-checksum: its size, SHA-256 and (arrays, images) shape and dtype. Every file is
+resolved config of the component, the component's version (`component_version`: its
+hand-set `version` and the digest of its code, so that an edit of the code makes new
+keys and a comment does not), the keys of its inputs and the seed. Entries live at
+`<root>/<stage>/<key[:2]>/<key>.<ext>` with a JSON sidecar (`<key>.json`) that records
+what made them (config, version, and the provenance record: bench, libraries, device,
+weights; benchmark.provenance) and the payload's checksum: its size, SHA-256 and
+(arrays, images) shape and dtype. Every file is
 written to a temporary name in the same directory and renamed into place, the
 sidecar first and the payload last: the payload's presence is what makes an entry,
 so a killed job leaves no half-written one.
@@ -59,8 +62,16 @@ from PIL import Image
 from benchmark.build import semantic_config
 from benchmark.errors import BenchError
 from benchmark.images import from_uint8, to_uint8
+from benchmark.provenance import code_digest, environment
 
 log = logging.getLogger(__name__)
+
+
+def component_version(component: Any) -> str:
+    """The version a cache key holds: the component's hand-set `version` (bumped for what the
+    code does not show, e.g. a changed data file) and the digest of its code."""
+    return f"{getattr(component, 'version', '1')}+code.{code_digest(component)}"
+
 
 def cache_key(stage: str, config: dict, version: str, inputs: list[str], seed: int | None) -> str:
     payload = {"stage": stage, "config": semantic_config(config), "version": str(version),
@@ -249,6 +260,9 @@ class ArtifactCache:
         self.stale_after = float(stale_after)
         self._host = socket.gethostname()
         self._heartbeat = _Heartbeat(max(0.05, self.stale_after / 10))
+        # per provenance record of the entries read (not computed) here: the record and how
+        # many entries of each stage it made; a job reports those made elsewhere
+        self.served: dict[str, dict] = {}
 
     def check(self, writable: bool = True) -> "ArtifactCache":
         """Refuse a root that is a file, or (writable) one where entries cannot be written."""
@@ -431,7 +445,8 @@ class ArtifactCache:
     def _save(self, stage: str, key: str, ext: str, data: bytes, raw: Any, meta: dict) -> None:
         sidecar = self.path(stage, key, ".json")
         self._store(sidecar, _json_bytes({"stage": stage, "key": key, "created": time.time(),
-                                          **meta, "payload": _payload_record(data, raw)}))
+                                          "provenance": environment(), **meta,
+                                          "payload": _payload_record(data, raw)}))
         try:
             self._store(self.path(stage, key, ext), data)
         except BaseException:
@@ -495,9 +510,15 @@ class ArtifactCache:
             if not kind.plausible(raw):
                 raise _BadEntry("written before checksums, and not what bench writes")
             self._seal(stage, key, sidecar, data, raw)
-            return raw
-        _require_match(_form(raw), expected)
+        else:
+            _require_match(_form(raw), expected)
+        self._note_served(stage, sidecar.get("provenance"))
         return raw
+
+    def _note_served(self, stage: str, provenance: Any) -> None:
+        entry = self.served.setdefault(json.dumps(provenance, sort_keys=True, default=str),
+                                       {"provenance": provenance, "entries": {}})
+        entry["entries"][stage] = entry["entries"].get(stage, 0) + 1
 
     def _sidecar(self, stage: str, key: str) -> dict:
         try:

@@ -317,8 +317,8 @@ def _emit(text: str, output: str | None) -> None:
 
 def cmd_table(args: argparse.Namespace) -> None:
     from benchmark.results.paper import compare_reported
-    from benchmark.results.reading import load_samples, metric_directions
-    from benchmark.results.tables import make_table, parse_where
+    from benchmark.results.reading import load_samples, metric_directions, provenance_records
+    from benchmark.results.tables import make_table, parse_where, table_jobs, with_provenance
 
     samples = load_samples(args.dirs, args.strict)
     where = parse_where(args.where)
@@ -329,7 +329,8 @@ def cmd_table(args: argparse.Namespace) -> None:
         text = make_table(samples, args.rows, args.cols, args.metric, args.pair, args.agg,
                           args.format, metric_directions(list(samples["job"].unique())),
                           args.seed, where)
-    _emit(text, args.output)
+    records = provenance_records(table_jobs(samples, args.metric, args.pair, where))
+    _emit(with_provenance(text, args.format, records), args.output)
 
 
 def cmd_score(args: argparse.Namespace) -> None:

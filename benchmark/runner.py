@@ -12,6 +12,11 @@ T(x_adv) share randomness, and so do all generations of one subject.
 
 Side inputs (dataset masks, attributes, audio): benchmark.side_inputs; videos travel as
 film strips (benchmark.video); scoring: benchmark.scoring; progress: benchmark.progress.
+
+Every key holds the component's version and code digest (benchmark.cache.component_version),
+and every entry and the job's stats.json the provenance record of what made them
+(benchmark.provenance): stats.json's `cached_provenance` lists the records of the cached
+entries the job read that another environment made.
 """
 
 import json
@@ -26,11 +31,12 @@ from tqdm.auto import tqdm
 
 from benchmark import side_inputs
 from benchmark.build import build, tag_group
-from benchmark.cache import ArtifactCache, cache_key
+from benchmark.cache import ArtifactCache, cache_key, component_version
 from benchmark.errors import BenchError, UnreadableImageError, first_few
 from benchmark.images import content_key, derive_seed, release
 from benchmark.models import resolve_device
 from benchmark.progress import stage_bar, working
+from benchmark.provenance import environment, record, weights
 from benchmark.schema import (
     PAIRS,
     RECIPES,
@@ -113,7 +119,19 @@ class Job:
         self.stats: dict[str, StageStats] = defaultdict(StageStats)
         self.unreadable: list[str] = []
         self._stage_of: dict[str, str] = {}  # cache key -> the stage directory that holds it
+        self._versions: dict[int, str] = {}  # id(component) -> its component_version
         self._bars: dict[str, tqdm] = {}
+
+    def _version(self, component) -> str:
+        """A component's cache version, fixed at its first use: what it holds once it has
+        computed (a model loaded on first use) must not change its later keys."""
+        if id(component) not in self._versions:
+            self._versions[id(component)] = component_version(component)
+        return self._versions[id(component)]
+
+    def _record(self, stage: str) -> dict:
+        """The provenance record of this stage's outputs (its component's weights)."""
+        return record(self.device, {STAGE_COMPONENT[stage]: self.configs[stage]})
 
     # -- stages ---------------------------------------------------------------------------------
 
@@ -125,7 +143,8 @@ class Job:
             return inputs, input_keys
         seeds = [derive_seed(self.seed, k, stage) for k in clean_keys]
         item_inputs = side_inputs.item_inputs(component, input_keys, batch)
-        keys = [cache_key(stage, self.configs[stage], component.version, ins, s)
+        version = self._version(component)
+        keys = [cache_key(stage, self.configs[stage], version, ins, s)
                 for ins, s in zip(item_inputs, seeds)]
 
         def compute(indices: list[int]) -> list[torch.Tensor]:
@@ -141,11 +160,12 @@ class Job:
             y = release(y.detach()).cpu()
             # the component's own time per image (cost figures read it even when cached later)
             per_image = (time.perf_counter() - began) / len(indices)
+            provenance = self._record(stage)
             for j, i in enumerate(indices):
                 self.cache.save_image(stage, keys[i], y[j], {
-                    "config": self.configs[stage], "version": component.version,
+                    "config": self.configs[stage], "version": version,
                     "inputs": item_inputs[i], "seed": seeds[i], "seconds": per_image,
-                    "device": str(self.device)})
+                    "device": str(self.device), "provenance": provenance})
             return list(y)
 
         start = time.perf_counter()
@@ -168,7 +188,8 @@ class Job:
         for image_id, xi, k in zip(ids, x, keys):
             self._stage_of[k] = "clean"
             if not self.cache.has("clean", k, self.cache.IMAGE):
-                self.cache.save_image("clean", k, xi, {"image_id": image_id})
+                self.cache.save_image("clean", k, xi, {"image_id": image_id,
+                                                       "provenance": environment(self.device)})
 
     # -- the job --------------------------------------------------------------------------------
 
@@ -195,13 +216,18 @@ class Job:
         if ids:
             yield ids, torch.stack(xs), torch.stack(masks) if self.side.masks else None, paths
 
+    def versions(self) -> dict[str, str]:
+        """The cache version of each component and metric (code digests included)."""
+        versions = {stage: self._version(c) for stage, c in self.components.items()}
+        versions.update({f"metric.{n}": self._version(m) for n, m in self.metrics.items()})
+        return versions
+
     def job_key(self) -> str:
         """Identity of the whole job: configs, versions and the dataset files' stat."""
         cfg = OmegaConf.to_container(self.cfg, resolve=True)
         semantic = {k: cfg[k] for k in ("dataset", "defense", "transform", "generator", "metric",
                                         "pairs", "seed", "strict")}
-        versions = {stage: c.version for stage, c in self.components.items()}
-        versions.update({f"metric.{n}": m.version for n, m in self.metrics.items()})
+        versions = self.versions()
         files = self.dataset.file_stats(audio=self.side.audio)
         return cache_key("job", semantic, json.dumps(versions, sort_keys=True),
                          [json.dumps(files), json.dumps(self.labels, sort_keys=True)], self.seed)
@@ -220,7 +246,8 @@ class Job:
         stages["job"] = asdict(StageStats(computed=1, seconds=result.stats["seconds"]))
         self.cache.save_json("job", key, {"rows": result.rows, "stats": result.stats,
                                           "images": result.images},
-                             {"config": OmegaConf.to_container(self.cfg, resolve=True)})
+                             {"config": OmegaConf.to_container(self.cfg, resolve=True),
+                              "provenance": result.stats["provenance"]})
         return result
 
     def _variants(self) -> list[tuple[str, object, dict]]:
@@ -293,8 +320,32 @@ class Job:
             "notices": [c.notice for c in self.components.values() if c.notice],
             # read by `bench table` for its arrows and bold cells, without importing metrics
             "directions": {n: m.higher_is_better for n, m in self.metrics.items()},
+            **self._provenance(),
         }
         return JobResult(rows, stats, self.labels, images)
+
+    def _provenance(self) -> dict:
+        """This job's provenance record, and those of the cached entries it read that another
+        environment made (another bench, torch, libjpeg, device, or other weights)."""
+        here = environment(self.device)
+        configs = {STAGE_COMPONENT[stage]: config for stage, config in self.configs.items()}
+        configs["metric"] = OmegaConf.to_container(self.cfg.metric, resolve=True)
+        elsewhere = [entry for entry in self.cache.served.values()
+                     if self._made_elsewhere(entry, here)]
+        return {"provenance": {**here, "components": self.versions(),
+                               "weights": weights(configs)},
+                "cached_provenance": elsewhere}
+
+    def _made_elsewhere(self, entry: dict, here: dict) -> bool:
+        made = entry["provenance"]
+        stages = set(entry["entries"]) - {"clean", "job"}  # a clean image is the dataset's
+        if not stages:
+            return False
+        if not isinstance(made, dict):
+            return True
+        return ({k: v for k, v in made.items() if k != "weights"} != here
+                or any(made.get("weights") != self._record(stage)["weights"]
+                       for stage in stages & set(self.configs)))
 
     def _make(self, names: list[str], batch: _Batch) -> None:
         """Run the stages that make `names` (dependencies first) for one batch."""

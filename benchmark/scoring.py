@@ -19,9 +19,10 @@ import torch
 from omegaconf import DictConfig
 
 from benchmark.build import build
-from benchmark.cache import ArtifactCache, cache_key
+from benchmark.cache import ArtifactCache, cache_key, component_version
 from benchmark.errors import BenchError
 from benchmark.metrics.base import Metric
+from benchmark.provenance import record
 from benchmark.schema import PAIRS
 from benchmark.video import per_frame
 
@@ -55,6 +56,9 @@ class Scores:
                  device: torch.device, count: Callable[[str, int, int, int, float], None]):
         self.metrics, self.pairs, self.cache, self.device, self.count = (
             metrics, pairs, cache, device, count)
+        # fixed before any embedding: a model an embedder loads on first use changes no key
+        self.versions = {id(m.embedder): component_version(m.embedder)
+                         for m in metrics.values() if m.embedder is not None}
         # the pairs to score: the chosen ones and those a relative metric divides by
         self.scored = list(pairs) + sorted({m.relative_to for m in metrics.values()
                                             if m.relative_to and m.relative_to not in pairs})
@@ -77,15 +81,17 @@ class Scores:
                     self.per_sample[(label, name, pair)].append(metric.update(a, b).double().cpu())
 
     def _embed(self, metric: Metric, images: torch.Tensor, keys: list[str]) -> torch.Tensor:
-        version = getattr(metric.embedder, "version", "1")  # an nn.Module: no base attribute
+        version = self.versions[id(metric.embedder)]
         ekeys = [cache_key("embed", metric.embedder_config, version, [k], None) for k in keys]
 
         def compute(indices: list[int]) -> list[np.ndarray]:
             with torch.no_grad():
                 feats = metric.embedder(images[indices].to(self.device)).float().cpu().numpy()
+            provenance = record(self.device, {"embedder": metric.embedder_config})
             for j, i in enumerate(indices):
                 self.cache.save_array("embed", ekeys[i], feats[j], {
-                    "config": metric.embedder_config, "version": version, "inputs": [keys[i]]})
+                    "config": metric.embedder_config, "version": version, "inputs": [keys[i]],
+                    "provenance": provenance})
             return list(feats)
 
         start = time.perf_counter()

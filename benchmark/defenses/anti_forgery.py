@@ -19,6 +19,21 @@ within about 100 x 1e-4 = 0.01 (1.1 a/b units) and the 0.05 clamp never binds at
 these defaults. The reference optimises an unclamped variable and clamps where it is
 used; here the PGD engine's Adam projects the variable onto the bound after each step
 (the same result while the bound does not bind).
+
+The engine optimises v = ab / 2 + 1/2 (a [0, 1] variable), whose gradient is twice the
+reference's, so Adam's epsilon is doubled too (`adam_eps` 2e-8 for torch's 1e-8): the
+iterates are the reference's up to float rounding (with 1e-8 Adam's epsilon would act at
+half strength, which matters where gradients are near 1e-8, as on the random test
+editors).
+
+Two differences from utils.py `lab_attack`, kept on purpose:
+- it returns X_new, the image built before its last `optimizer.step()` (the perturbation
+  of iteration 99); here the image of the perturbation after all 100 steps is returned.
+- its xyz2rgb takes `rgb ** (1 / 2.4)` also where rgb is exactly 0 (masked out afterwards),
+  whose gradient is NaN there: a black pixel gives NaN gradients and, through Adam, NaN
+  perturbations; kornia's conversion has finite gradients there.
+
+Reference model: StarGAN's CelebA generator, the `editor`. Reference precision: fp32.
 """
 
 from collections.abc import Sequence
@@ -27,9 +42,11 @@ import torch
 
 from benchmark.defenses.gan_editors import GanEditorDefense
 from benchmark.defenses.pgd import PGD
+from benchmark.defenses.precision import FP32
 from benchmark.errors import check
 
 AB_SCALE = 110.0  # color_space.py: ab_rs = lab[:, 1:] / 110
+ADAM_EPS = 1e-8  # torch.optim.Adam's default, which lab_attack keeps
 
 
 def _rgb(lightness: torch.Tensor, ab_scaled: torch.Tensor) -> torch.Tensor:
@@ -40,7 +57,8 @@ def _rgb(lightness: torch.Tensor, ab_scaled: torch.Tensor) -> torch.Tensor:
 
 class AntiForgery(GanEditorDefense):
     name = "anti_forgery"
-    version = "1"
+    version = "2"  # 2: Adam's epsilon scaled with the variable (the reference's iterates)
+    reference_precision = FP32
 
     def __init__(self, editor: dict, condition="cycle", eps: float = 0.05, lr: float = 1e-4,
                  iterations: int = 100):
@@ -50,9 +68,11 @@ class AntiForgery(GanEditorDefense):
               "rate on the scaled a/b channels, > 0")
         self.eps, self.lr = float(eps), float(lr)
         # The engine works on a [0, 1] variable: v = ab / 110 / 2 + 1/2, so a budget or step
-        # of s on the scaled a/b is s / 2 on v, i.e. s / 2 * 255 in the engine's pixel units.
+        # of s on the scaled a/b is s / 2 on v, i.e. s / 2 * 255 in the engine's pixel units;
+        # d/dv = 2 d/d(ab), so Adam's epsilon doubles to keep the reference's iterates.
         self.pgd = PGD(self.eps / 2 * 255, self.lr / 2 * 255, iterations, norm="linf",
-                       random_start=False, optimizer="adam", component=self.name)
+                       random_start=False, optimizer="adam", component=self.name,
+                       adam_eps=2 * ADAM_EPS)
         super().__init__(editor, condition)
 
     def protect(self, x: torch.Tensor, seeds: Sequence[int],

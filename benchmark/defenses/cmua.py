@@ -14,7 +14,9 @@ universal_attack.py), in the [-1, 1] units of its images:
   pass) of CelebA's test split in file order; images at `img_size: 256`.
 - per batch, per editor (StarGAN's 5 targets, then AttGAN's source vector and its 13
   single-attribute flips), per target: clean edit y = G(x, c); x' = x + U(-eps, eps);
-  10 times: g = sign(grad MSE(G(x', c), y)), eta = mean over the batch of
+  10 times: g = sign(grad MSE(G(x', c), y)) (the first at the unclipped x + U(-eps, eps):
+  `clip_start: false`, as attacks.py; true clips it to the image range first), eta = mean
+  over the batch of
   clamp(factor * (x' + a g - x), -eps, eps), up = eta (the first time) else
   momentum * up + (1 - momentum) * eta, x' = clamp(x + up) (`universal_perturb_stargan`,
   `universal_perturb_attgan`). The watermark `up` is added to every image.
@@ -36,6 +38,9 @@ Baidu-disk link): a tensor of shape (3, H, W) in the [-1, 1] units of the refere
 which universal_attack_inference.py adds to each image (`img_a + pgd_attack.up`). It is
 checked against `eps` and halved to [0, 1] units; nothing is trained and the editors are not
 built. The file's sha256 takes the place of the training key in `version`.
+
+Reference model: the CelebA StarGAN, AttGAN, AttentionGAN and HiSD generators of the
+reference (setting.json), the `editors`. Reference precision: fp32.
 """
 
 import json
@@ -50,6 +55,7 @@ from benchmark.build import build
 from benchmark.cache import ArtifactCache, cache_key
 from benchmark.defenses.base import Defense, check_budget
 from benchmark.defenses.gan_editors import is_attribute_editor, mse
+from benchmark.defenses.precision import FP32
 from benchmark.errors import BenchError, check
 from benchmark.generators.base import Generator
 from benchmark.images import content_key, derive_seed, generator_for
@@ -57,16 +63,18 @@ from benchmark.models.hub import file_sha256, find_file, load_checkpoint
 
 log = logging.getLogger(__name__)
 
-ALGORITHM = "2"  # bump when the algorithm changes; `CMUA.version` adds the watermark's key
+ALGORITHM = "3"  # bump when the algorithm changes; `CMUA.version` adds the watermark's key
 
 
 class CMUA(Defense):
     name = "cmua"
+    reference_precision = FP32
 
     def __init__(self, editors: dict, training_set: dict, training_images: int = 128,
                  watermark_batch: int = 64, eps: float = 6.375, step: float = 1.275,
                  iterations: int = 10, momentum: float = 0.5, factors: dict | None = None,
-                 seed: int = 0, cache_dir: str | None = None, watermark_file: str | None = None):
+                 seed: int = 0, cache_dir: str | None = None, watermark_file: str | None = None,
+                 clip_start: bool = False):
         self.eps = check_budget(self.name, eps)
         self._watermark: torch.Tensor | None = None
         self._watermark_key: str | None = None
@@ -83,6 +91,7 @@ class CMUA(Defense):
             check(self.name, key, value, isinstance(value, int) and value >= 1, "an integer >= 1")
         check(self.name, "momentum", momentum, isinstance(momentum, (int, float))
               and 0 <= momentum < 1, "a number in [0, 1)")
+        check(self.name, "clip_start", clip_start, isinstance(clip_start, bool), "true or false")
         check(self.name, "editors", editors, isinstance(editors, dict) and len(editors) > 0,
               "a mapping of names to GAN editor configs (stargan, attgan)")
         factors = dict(factors or {})
@@ -102,12 +111,13 @@ class CMUA(Defense):
             self._check_training_attributes(training_images)
         self.step, self.iterations, self.momentum = step / 255, iterations, float(momentum)
         self.training_images, self.watermark_batch = training_images, watermark_batch
-        self.seed = seed
+        self.seed, self.clip_start = seed, clip_start
         self.cache = ArtifactCache(cache_dir) if cache_dir else None
         self.identity = {"editors": editors, "training_set": training_set,
                          "training_images": training_images, "watermark_batch": watermark_batch,
                          "eps": eps, "step": step, "iterations": iterations,
-                         "momentum": momentum, "factors": self.factors, "seed": seed}
+                         "momentum": momentum, "factors": self.factors, "seed": seed,
+                         "clip_start": clip_start}
 
     def _released(self, spec) -> tuple[torch.Tensor, str]:
         """The authors' trained watermark from `spec`, in [0, 1] units, and its file key."""
@@ -205,7 +215,7 @@ class CMUA(Defense):
                         clean = editor.translate(x, c)
                     g = generator_for(derive_seed(self.seed, f"{b}/{label}/{t}", "cmua"))
                     start = (torch.rand(x.shape, generator=g) * 2 - 1).to(x) * self.eps
-                    x_adv = (x + start).clamp(0, 1)
+                    x_adv = (x + start).clamp(0, 1) if self.clip_start else x + start
                     for _ in range(self.iterations):
                         x_var = x_adv.detach().requires_grad_(True)
                         (grad,) = torch.autograd.grad(mse(editor.translate(x_var, c), clean).sum(),

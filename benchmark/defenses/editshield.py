@@ -25,8 +25,9 @@ applies that setting's transform once, before optimising, never per step
   identity on the square images it and the benchmark use; a non-square image
   keeps its shape here), beta 0.1.
 - `rotate` (EOT_Resize.py, which rotates): x_0 = x rotated by 5 degrees
-  (torchvision's rotate: counter-clockwise, nearest, corners 0), no perceptual
-  term (beta 0); the released image is the rotated one, as there.
+  (torchvision's rotate: counter-clockwise, nearest, corners 0), beta 0.1 as in the
+  other two settings (the repository's HEAD, 3b90e2b; its first release, eb18bef, had
+  no perceptual term there); the released image is the rotated one, as there.
 - `per_step`: this benchmark's earlier variant, not the public code's: one
   transform of `eot` (default: centre crop keeping 80-100 %, Gaussian blur
   sigma 1.5, rotation by up to 5 degrees) drawn per image and step, beta 0.1.
@@ -37,6 +38,11 @@ scripts pass [0, 1] tensors), and the blur kernel is normalised (the script's
 outer product of two unnormalised windows sums to about 11.7 and its blurred
 target is clamped to [0, 1], so its term would pull every pixel toward
 1/11.7 rather than toward the blurred clean image).
+
+Reference model: timbrooks/instruct-pix2pix (Functions.py). Reference precision: bf16
+weights (Functions.py loads its fp16 revision and moves the VAE, text encoder and UNet to
+torch.bfloat16, no autocast; the embeddings' MSE is taken in float32; here the float32
+weights are cast to bfloat16).
 """
 
 from collections.abc import Sequence
@@ -47,6 +53,7 @@ import torch.nn.functional as F
 from benchmark.defenses.eot import build_eot
 from benchmark.defenses.latent_diffusion import DiffusionDefense
 from benchmark.defenses.pgd import PGD
+from benchmark.defenses.precision import ReferencePrecision
 from benchmark.errors import check
 from benchmark.models.sd_ops import NoiseStreams, add_noise, alphas_cumprod, encode
 
@@ -56,7 +63,7 @@ DEFAULT_EOT = (
     {"_target_": "benchmark.transforms.diff_geometry.DiffRotate", "degrees": 5.0},
 )
 # setting -> (beta, blur_weight) of the public scripts
-SETTINGS = {"gaussian": (0.1, 0.1), "center": (0.1, 0.0), "rotate": (0.0, 0.0),
+SETTINGS = {"gaussian": (0.1, 0.1), "center": (0.1, 0.0), "rotate": (0.1, 0.0),
             "per_step": (0.1, 0.0)}
 BLUR_SIZE, BLUR_SIGMA = 5, 1.5  # EOT_Gaussion.py's kernel_size and sigma
 ROTATE_DEGREES = 5.0  # EOT_Resize.py's angle
@@ -84,7 +91,8 @@ def centre_crop_square(x: torch.Tensor) -> torch.Tensor:
 
 class EditShield(DiffusionDefense):
     name = "editshield"
-    version = "2"  # 2: the public scripts' settings (transform once, blur term); per_step kept
+    version = "3"  # 3: rotate's beta 0.1 (HEAD); 2: the public scripts' settings
+    reference_precision = ReferencePrecision("bf16")
     model_parts = ("vae", "scheduler")
 
     def __init__(self, model: str = "timbrooks/instruct-pix2pix", eps: float | None = None,

@@ -4,7 +4,8 @@ A job directory holds `samples.csv` (long format, one row per image x pair x
 metric; set-level metrics have image_id `*` and `n` = the set size),
 `summary.csv` (mean, std, n and a 95% t-interval per group), `images.csv`
 (where each image the job made lives in the content-addressed cache),
-`stats.json`, `status.json` and the resolved `config.yaml`.
+`stats.json` (with the provenance record of what made the numbers: benchmark.provenance),
+`status.json` and the resolved `config.yaml`.
 """
 
 import errno
@@ -24,6 +25,7 @@ from scipy.special import stdtrit
 from typing_extensions import Self
 
 from benchmark.errors import BenchError, first_few
+from benchmark.provenance import FLAT_COLUMNS, flat
 from benchmark.schema import (
     GROUP_COLUMNS,
     IMAGE_COLUMNS,
@@ -288,8 +290,24 @@ def wait_for_live_run(outdir: str | Path, poll: float = 1.0) -> None:
         time.sleep(poll)
 
 
+def job_stats(outdir: str | Path) -> dict:
+    """A job's stats.json; {} when it is missing or unreadable."""
+    try:
+        stats = json.loads((Path(outdir) / "stats.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return stats if isinstance(stats, dict) else {}
+
+
+def job_provenance(outdir: str | Path) -> dict | None:
+    """The provenance record of a job's numbers; None when it has none (an older bench)."""
+    record = job_stats(outdir).get("provenance")
+    return record if isinstance(record, dict) else None
+
+
 def sweep_summary(sweep_dir: str | Path) -> pd.DataFrame:
-    """One table for a sweep: every job's summary rows, and one row per failed or unfinished job."""
+    """One table for a sweep: every job's summary rows with the provenance of its numbers
+    (FLAT_COLUMNS), and one row per failed or unfinished job."""
     sweep_dir = Path(sweep_dir)
     frames = []
     def job_order(path: Path):  # Hydra numbers the jobs: 0_..., 1_..., 10_...
@@ -307,11 +325,12 @@ def sweep_summary(sweep_dir: str | Path) -> pd.DataFrame:
             frame.insert(0, "job", name)
             frame.insert(1, "status", state)
             frame.insert(2, "error", "")
-            frames.append(frame)
+            frames.append(frame.assign(**flat(job_provenance(job))))
         else:
             error = (status.get("error") or "").strip().splitlines()
             frames.append(pd.DataFrame([{"job": name, "status": state,
                                          "error": error[-1] if error else ""}]))
+    columns = SWEEP_COLUMNS + FLAT_COLUMNS
     if not frames:
-        return pd.DataFrame(columns=SWEEP_COLUMNS)
-    return pd.concat(frames, ignore_index=True).reindex(columns=SWEEP_COLUMNS)
+        return pd.DataFrame(columns=columns)
+    return pd.concat(frames, ignore_index=True).reindex(columns=columns)

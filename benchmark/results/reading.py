@@ -7,7 +7,6 @@ all. The jobs left out, and those whose files cannot be read, are named in one w
 """
 
 import importlib
-import json
 import logging
 import re
 from pathlib import Path
@@ -18,7 +17,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from benchmark.errors import BenchError, first_few
-from benchmark.results.job_files import read_status
+from benchmark.results.job_files import job_stats, read_status
 from benchmark.schema import ROW_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -142,17 +141,32 @@ def job_config(job: str | Path) -> dict:
     return config
 
 
+def provenance_records(jobs: list[str | Path]) -> list[dict | None]:
+    """The provenance records of what made these jobs' numbers: each job's own and those of
+    the cached entries it read that another environment made; None for a job that records
+    none (written by a bench before provenance)."""
+    records: list[dict | None] = []
+    for job in jobs:
+        stats = job_stats(job)
+        own = stats.get("provenance")
+        if not isinstance(own, dict):
+            records.append(None)
+            continue
+        cached = stats.get("cached_provenance")
+        records += [own] + [entry.get("provenance") for entry in
+                            (cached if isinstance(cached, list) else [])
+                            if isinstance(entry, dict)]
+    return records
+
+
 def metric_directions(jobs: list[str | Path]) -> dict[str, bool | None]:
     """higher_is_better of every metric the jobs computed: as each job recorded it in its
     stats.json, else (jobs written before it did) from the classes their configs name, which
     imports the metric's module (and torch)."""
     directions: dict[str, bool | None] = {}
     for job in jobs:
-        try:
-            recorded = json.loads((Path(job) / "stats.json").read_text()).get("directions")
-        except (OSError, ValueError):
-            recorded = None
-        if recorded is not None:
+        recorded = job_stats(job).get("directions")
+        if isinstance(recorded, dict):
             for name, direction in recorded.items():
                 directions.setdefault(name, direction)
             continue

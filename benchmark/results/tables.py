@@ -7,18 +7,24 @@ favourable to the editor, as BlurGuard (Kim et al. 2025) reports robustness over
 set of reversal techniques). The pseudo-pair `drop` is, per image, the value on
 `protection` minus the value on `edit`: how far the transformation moved the edit
 away from the protected edit.
+
+Below a Markdown or LaTeX table, a footnote says what made its cells (`with_provenance`):
+bench's version and commit, Python, torch, diffusers, transformers, numpy, kornia, Pillow with
+its libjpeg, the device and the weights, as the jobs' stats.json record them; a table that
+mixes bench versions, weights or libjpeg builds gets one warning.
 """
 
 import io
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from benchmark.errors import BenchError, first_few
+from benchmark.provenance import CORE_PACKAGES, bench_text, flat, identity_text
 from benchmark.schema import DERIVED_PAIRS, LABEL_COLUMNS, ROW_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -141,14 +147,17 @@ def _check_present(samples: pd.DataFrame, column: str, values: list[str], negate
     log.warning("%s (nothing to drop)", message)
 
 
-def filter_rows(samples: pd.DataFrame, where: dict[str, list[str]]) -> pd.DataFrame:
-    """Keep rows whose column is one of the values; a key ending in `!` (KEY!=V) drops them."""
+def filter_rows(samples: pd.DataFrame, where: dict[str, list[str]],
+                check: bool = True) -> pd.DataFrame:
+    """Keep rows whose column is one of the values; a key ending in `!` (KEY!=V) drops them.
+    `check`: refuse (or for KEY!=V, warn about) a value that no row has."""
     given = samples
     for key, values in where.items():
         column, negate = key.rstrip("!"), key.endswith("!")
         if column not in samples.columns:
             raise BenchError(f"--where {column}: not a column; choose from {LABEL_COLUMNS}")
-        _check_present(given, column, values, negate)
+        if check:
+            _check_present(given, column, values, negate)
         keep = samples[column].astype(str).isin(values)
         samples = samples[~keep if negate else keep]
     return samples
@@ -312,6 +321,97 @@ def _caption_tex(text: str) -> str:
     """Escape a caption that may already hold the $\\uparrow$/$\\downarrow$ arrows."""
     parts = text.split("$")
     return "$".join(p if i % 2 else tex(p) for i, p in enumerate(parts))
+
+
+# -- provenance -----------------------------------------------------------------------------------
+
+
+def table_jobs(samples: pd.DataFrame, metric: str | list[str], pair: str,
+               where: dict[str, list[str]] | None = None) -> list[str]:
+    """The jobs whose rows a table of these metrics on this pair reads."""
+    metrics = metric.split(",") if isinstance(metric, str) else list(metric)
+    kept = filter_rows(samples, where or {}, check=False)
+    pairs = DERIVED_PAIRS.get(pair, (pair,))
+    chosen = kept[kept["metric"].isin(metrics) & kept["pair"].isin(pairs)]
+    return list(dict.fromkeys(chosen["job"])) if "job" in chosen.columns else []
+
+
+def _facts(record: dict) -> dict[str, str]:
+    """What a footnote says of one provenance record."""
+    row = flat(record)
+    gpu = f" (CUDA {row['cuda']}, cuDNN {row['cudnn']})" if row["cuda"] else ""
+    return {"bench": bench_text(record), "Python": str(row["python"]),
+            **{name: str(row[name]) for name in CORE_PACKAGES if name != "Pillow"},
+            "Pillow": f"{row['Pillow']} ({row['libjpeg']})", "device": f"{row['device']}{gpu}"}
+
+
+def _libjpeg(record: dict) -> str:
+    codecs = record.get("codecs") if isinstance(record.get("codecs"), dict) else {}
+    return f"Pillow {codecs.get('libjpeg')}, OpenCV {codecs.get('opencv_libjpeg')}"
+
+
+def _models(record: dict) -> dict[str, str]:
+    """model name -> its identity text, for every model the record names."""
+    named = record.get("weights") if isinstance(record.get("weights"), dict) else {}
+    return {str(identity.get("model")): identity_text(identity) for identity in named.values()
+            if isinstance(identity, dict)}
+
+
+def _distinct(values: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(values))
+
+
+def provenance_note(records: list[dict | None], sep: str = " · ") -> str:
+    """One line: the versions, device and weights that made the cells (several values of a
+    fact joined by ' / ')."""
+    known = [r for r in records if isinstance(r, dict)]
+    facts = [_facts(r) for r in known]
+    parts = [f"{name} {' / '.join(_distinct(f[name] for f in facts))}" for name in
+             (facts[0] if facts else {})]
+    if known:
+        models = sorted({text for r in known for text in _models(r).values()})
+        parts.append(f"weights {', '.join(models) if models else 'none named'}")
+    unknown = len(records) - len(known)
+    if unknown:
+        parts.append(f"{unknown} result(s) without a record (made by a bench before provenance)")
+    return "Provenance: " + sep.join(parts)
+
+
+def provenance_mixes(records: list[dict | None]) -> list[str]:
+    """What a table reading these records mixes: bench versions, libjpeg builds, weights of
+    one model, results without a record beside results with one."""
+    known = [r for r in records if isinstance(r, dict)]
+    mixes = []
+    for what, values in (("bench versions", [bench_text(r) for r in known]),
+                         ("libjpeg builds", [_libjpeg(r) for r in known])):
+        if len(_distinct(values)) > 1:
+            mixes.append(f"results of different {what} ({' / '.join(_distinct(values))})")
+    identities: dict[str, list[str]] = {}
+    for r in known:
+        for model, text in _models(r).items():
+            identities.setdefault(model, []).append(text)
+    mixes += [f"different weights of {model} ({' / '.join(_distinct(texts))})"
+              for model, texts in identities.items() if len(_distinct(texts)) > 1]
+    if known and len(known) < len(records):
+        mixes.append(f"results with and without a provenance record "
+                     f"({len(records) - len(known)} without)")
+    return mixes
+
+
+def with_provenance(text: str, fmt: str, records: list[dict | None]) -> str:
+    """`text`, a table, with its provenance footnote (Markdown, LaTeX; CSV stays plain), after
+    one warning when its records mix bench versions, weights or libjpeg builds."""
+    mixes = provenance_mixes(records)
+    if mixes:
+        log.warning("this table mixes %s; its provenance footnote (Markdown, LaTeX) lists "
+                    "them", "; ".join(mixes))
+    if fmt == "csv" or not records:
+        return text
+    if fmt == "md":
+        return f"{text}\n{provenance_note(records)}\n"
+    head, end, tail = text.rpartition("\\end{table}")
+    note = tex(provenance_note(records, "; "))
+    return f"{head}\\par\\smallskip{{\\footnotesize {note}}}\n{end}{tail}"
 
 
 def read_table_text(text: str) -> pd.DataFrame:
