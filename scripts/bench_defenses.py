@@ -50,7 +50,7 @@ RANDOM_TWINS = {
 ATTACKED_MODEL_KEYS = ("model", "encoder.model")
 # networks loaded besides the attacked model, which then need a twin too (FaceShield's)
 OTHER_CHECKPOINT_KEYS = ("adapter",)
-PRECISION_KEYS = ("precision", "encoder.dtype")  # an encoder attack runs at its weights' dtype
+PRECISION_KEYS = ("encoder.dtype", "precision")  # an encoder attack: its weights' dtype, no autocast
 # FaceLock's recogniser is a small random CNN here: its own (AdaFace ViT-B at 112 px) is not
 # available offline; LPIPS's VGG runs with untrained weights (same cost)
 OFFLINE_STAND_INS = {"face_model": "random", "lpips_random_backbone": True}

@@ -164,8 +164,10 @@ def test_editshield_defaults():
                     rf"of sigma {NUM}")
     assert editshield.SETTINGS["gaussian"] == (beta, blur)
     assert (editshield.BLUR_SIZE, editshield.BLUR_SIGMA) == (size, sigma)
-    (degrees,) = stated(editshield, rf"rotated by {NUM} degrees")
-    assert editshield.ROTATE_DEGREES == degrees and editshield.SETTINGS["rotate"] == (0, 0)
+    degrees, rotate_beta = stated(
+        editshield, rf"rotated by {NUM} degrees \([^)]*\), beta {NUM} as in the other two")
+    assert rotate_beta == beta  # the repository's HEAD (its first release had none there)
+    assert editshield.ROTATE_DEGREES == degrees and editshield.SETTINGS["rotate"] == (beta, 0)
 
 
 def test_facelock_defaults():

@@ -10,9 +10,13 @@ ICML 2023. arXiv:2302.04578.
 Defaults from the public code of the score-distillation follow-up, which runs
 AdvDM as its baseline (xavihart/Diff-Protect, `attack.mode=advdm`, `g_mode=+`):
 eps 16/255, step 1/255, 100 iterations, sign steps at a constant step size,
-uniform random start (advertorch's LinfPGDAttack), one timestep and one noise
-draw per iteration, SD v1.4/1.5, the prompt it uses for portraits
-("a portrait photo"). `direction: "-"` gives AdvDM(-), which minimises the loss.
+uniform random start clipped to the image range before the first gradient
+(advertorch's LinfPGDAttack: `clip_start`), one timestep and one noise draw per
+iteration, the prompt it uses for portraits ("a portrait photo"). `direction: "-"`
+gives AdvDM(-), which minimises the loss. Reference model: SD v1.4 (Diff-Protect's
+README downloads sd-v1-4.ckpt as ckpt/model.ckpt), here CompVis/stable-diffusion-v1-4
+in diffusers form; `model` takes any other SD 1.x. Reference precision: fp32 (its
+LatentDiffusion is loaded in float32, no autocast).
 """
 
 from collections.abc import Sequence
@@ -30,14 +34,15 @@ DIRECTIONS = ("+", "-")
 
 class AdvDM(DiffusionDefense):
     name = "advdm"
+    version = "2"  # 2: SD v1.4 by default (the reference's)
 
-    def __init__(self, model: str = "stable-diffusion-v1-5/stable-diffusion-v1-5",
+    def __init__(self, model: str = "CompVis/stable-diffusion-v1-4",
                  eps: float = 16.0, step: float = 1.0, iterations: int = 100,
                  random_start: bool = True, prompt: str = "a portrait photo",
                  direction: str = "+", eot: list | None = None, dtype: str = "fp32",
-                 precision: str = "fp32", device: str = "auto"):
+                 precision: str = "fp32", device: str = "auto", clip_start: bool = True):
         self.pgd = LinfPGD(eps, step, iterations, random_start, component=self.name,
-                           transforms=build_eot(eot, self.name))
+                           transforms=build_eot(eot, self.name), clip_start=clip_start)
         check(self.name, "direction", direction, direction in DIRECTIONS, f"one of {DIRECTIONS}")
         check(self.name, "prompt", prompt, isinstance(prompt, str), "a string")
         self.prompt, self.direction = prompt, direction

@@ -6,7 +6,8 @@ Defending against Deepfakes in Real-world Social Network Scenarios", IEEE TIFS 1
 
 - attack.py `LinfPGDAttack(epsilon=0.05, k=10, a=0.01)`, `self.rand = True`:
   eps 0.05 -> 6.375 pixel units out of 255, step 0.01 -> 1.275 (sign steps),
-  10 iterations, uniform random start.
+  10 iterations, uniform random start; the first gradient is taken at X_nat + delta_0
+  before any clipping (`clip_start: false`; the first step's projection clips).
 - loss `mse_loss(G(ComG(x_adv), c), G(x, c))`, maximised: the editor sees the
   perturbed image after ComGAN, a U-Net trained to imitate the compression of online
   social networks (net/ComGAN.py `ComGenerator(dim_in=3, dim_out=32)`; the demo puts it
@@ -25,16 +26,19 @@ Defending against Deepfakes in Real-world Social Network Scenarios", IEEE TIFS 1
   convert: `torch.load("ComG_model.pt")["ComG"].isJPEG`, and set `defense.comgan_jpeg` to
   it (default false, ComGenerator's default). With `comgan_jpeg: true` the ComGAN output
   goes through the project's differentiable JPEG (kornia's `jpeg_codec_differentiable`,
-  as the fallback below) at a quality drawn from the same list, none at 100. Deviations:
-  the quality is drawn per image and gradient step (the reference: one per forward for
-  the batch), and the JPEG output is mapped back to [-1, 1] for the editor (the reference
-  hands DiffJPEG's [0, 1] output to StarGAN as it is).
+  as the fallback below) at a quality drawn from the same list, none at 100. The editor
+  sees the JPEG output in [-1, 1], as in the reference, whose DiffJPEG returns
+  `(image - 0.5) * 2` (DiffJPEG/modules/decompression.py). Deviation: the quality is
+  drawn per image and gradient step (the reference: one per forward for the batch).
 
 DEVIATION without ComGAN weights (the default offline): the surrogate is kornia's
 differentiable JPEG (Diff-JPEG, `jpeg_codec_differentiable`) at a quality factor drawn
 per image and gradient step from DF-RAP's social-network list (data/qf.txt: 71..100 with
 their frequencies, as ComGAN's own `qf_sample`; quality 100 = no compression, as there).
 The job log says which surrogate ran.
+
+Reference model: StarGAN's CelebA generator (and SimSwap, which bench does not have), the
+`editor`, with DF_RAP's ComGAN. Reference precision: fp32.
 """
 
 import logging
@@ -46,6 +50,7 @@ from torch import nn
 
 from benchmark.defenses.gan_editors import GanEditorDefense
 from benchmark.defenses.pgd import LinfPGD
+from benchmark.defenses.precision import FP32
 from benchmark.errors import check
 from benchmark.models import shared
 from benchmark.models.checkpoints import load_network, resolve_weights
@@ -143,14 +148,15 @@ class CompressionSurrogate:
 
 class DFRAP(GanEditorDefense):
     name = "df_rap"
-    version = "1"
+    version = "2"  # 2: the first gradient at the unclipped random start (clip_start)
+    reference_precision = FP32
 
     def __init__(self, editor: dict, condition="all", eps: float = 6.375, step: float = 1.275,
                  iterations: int = 10, random_start: bool = True,
                  comgan_weights: str | None = None, comgan_dim: int = 32,
                  comgan_jpeg: bool = False,
                  qualities: list[int] = DFRAP_QUALITIES,
-                 frequencies: list[float] = DFRAP_FREQUENCIES):
+                 frequencies: list[float] = DFRAP_FREQUENCIES, clip_start: bool = False):
         check(self.name, "qualities", qualities, isinstance(qualities, (list, tuple))
               and len(qualities) > 0 and all(isinstance(q, int) and 1 <= q <= 100
                                              for q in qualities),
@@ -183,7 +189,8 @@ class DFRAP(GanEditorDefense):
             log.warning(self.notice)
         self.pgd = LinfPGD(eps, step, iterations, random_start, component=self.name,
                            transforms=[CompressionSurrogate(comgan, qualities, frequencies,
-                                                            comgan_jpeg)])
+                                                            comgan_jpeg)],
+                           clip_start=clip_start)
 
     def protect(self, x: torch.Tensor, seeds: Sequence[int],
                 attributes: list[dict] | None = None) -> torch.Tensor:

@@ -3,9 +3,11 @@
 Choi, Kim, Jeong, Shin. "DiffusionGuard: A Robust Defense Against Malicious
 Diffusion-based Image Editing." ICLR 2025. arXiv:2410.05694.
 
-    min_{||x_adv - x||_inf <= eps}  - || eps_theta([z_T, m', E(x_adv * (1 - m'))], T_1, c) ||_2
+    min_{||x_adv - x||_inf <= eps}  - || eps_theta([z_T, m', E(x_adv * (1 - m'))], T_1, c) ||_2 / B
 
-where z_T ~ N(0, I) are fresh latents, T_1 is the first timestep of the
+where z_T ~ N(0, I) are B fresh latents per image (`noise_batch`; the norm is that of
+the whole stack of B noise predictions, divided by B, as attack_diffusionguard.py's
+`-(noise_pred.norm(p=2) / batch_size)`), T_1 is the first timestep of the
 pipeline's schedule, c the (empty) prompt's embedding with no classifier-free
 guidance, and m' the repaint mask drawn anew every iteration by shrinking the
 kept (face) region's contour at random (`shrink_region`), so that the
@@ -22,7 +24,11 @@ generator's rule). The shrink follows utils/mask_generation.py and
 utils/utils.py there (benchmark/defenses/masks.py `shrink_region`): region
 radius sqrt(pi * A / 2) (`get_mask_radius_list`), contour points as OpenCV's
 CHAIN_APPROX_SIMPLE keeps them, offsets smoothed by scipy's Gaussian with
-reflecting ends and truncated to integers.
+reflecting ends and truncated to integers. Reference model:
+runwayml/stable-diffusion-inpainting (its copy stable-diffusion-v1-5/stable-diffusion-inpainting,
+whose own VAE encodes the masked image). Reference precision: fp16 weights (main.py loads
+the pipeline with torch_dtype=float16, variant fp16; attacks/common.py keeps the image and
+its perturbation in half precision, no autocast).
 """
 
 from collections.abc import Sequence
@@ -35,6 +41,7 @@ from benchmark.defenses.eot import build_eot
 from benchmark.defenses.latent_diffusion import DiffusionDefense
 from benchmark.defenses.masks import FaceMask, masked_image, shrink_region
 from benchmark.defenses.pgd import LinfPGD
+from benchmark.defenses.precision import ReferencePrecision
 from benchmark.errors import check
 from benchmark.models.sd_ops import NoiseStreams, encode, predict_noise
 
@@ -43,7 +50,8 @@ AUGMENTATIONS = ("contour_shrink", "fixed")
 
 class DiffusionGuard(DiffusionDefense):
     name = "diffusionguard"
-    version = "2"  # 2: the reference's mask shrink (radius, contour points, smoothing)
+    version = "3"  # 3: noise_batch > 1 takes the norm of the stack / B, as the reference
+    reference_precision = ReferencePrecision("fp16")
 
     def __init__(self, model: str = "stable-diffusion-v1-5/stable-diffusion-inpainting",
                  eps: float = 8.0, step: float = 0.5, iterations: int = 800,
@@ -91,16 +99,17 @@ class DiffusionGuard(DiffusionDefense):
 
     def noise_norm(self, parts, x_adv: torch.Tensor, repaint: torch.Tensor, cond: torch.Tensor,
                    noise: NoiseStreams, t: torch.Tensor, sigma: float) -> torch.Tensor:
-        """||eps_theta|| of the first step per image, averaged over the noise batch."""
+        """||eps_theta|| of the first step per image: the L2 norm of its stack of noise_batch
+        predictions, divided by noise_batch (the reference's loss for one image)."""
         z_image = encode(parts.vae, masked_image(x_adv, repaint), noise)
         small_mask = F.interpolate(repaint, size=z_image.shape[-2:])
-        norms = []
+        predictions = []
         for _ in range(self.noise_batch):
             latents = noise.randn_like(z_image) * sigma
             eps = predict_noise(parts.unet, torch.cat([latents, small_mask, z_image], dim=1),
                                 t.expand(len(x_adv)).to(self.device), cond)
-            norms.append(eps.flatten(1).norm(dim=1))
-        return torch.stack(norms).mean(0)
+            predictions.append(eps.flatten(1))
+        return torch.cat(predictions, dim=1).norm(dim=1) / self.noise_batch
 
     def protect(self, x: torch.Tensor, seeds: Sequence[int],
                 masks: torch.Tensor | None = None) -> torch.Tensor:

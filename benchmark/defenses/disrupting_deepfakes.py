@@ -10,7 +10,9 @@ stargan/attacks.py `LinfPGDAttack(epsilon=0.05, k=10, a=0.01)` and stargan/solve
 - step 0.01 -> 1.275 pixel units, sign steps (`X + a * grad.sign()`), constant.
 - iterations 10 (`k=10`, the default of `LinfPGDAttack`; the ECCV-W text reports other
   counts for some experiments, the code's default is the one taken here).
-- random start: `self.rand = True`, uniform in [-eps, eps] (PGD, not I-FGSM).
+- random start: `self.rand = True`, uniform in [-eps, eps] (PGD, not I-FGSM), the first
+  gradient taken at X_nat + delta_0 before any clipping (`clip_start: false`; the first
+  step's projection clips to [-1, 1]).
 - loss: `nn.MSELoss()(G(x_adv, c), G(x, c))`, maximised; the target c is the one the
   edit uses (`test_attack` attacks each of the five targets separately), the joint
   sum over all targets (`perturb_joint_class`, `condition: all`) or one target per
@@ -21,6 +23,9 @@ stargan/attacks.py `LinfPGDAttack(epsilon=0.05, k=10, a=0.01)` and stargan/solve
   its own clean edit G(x, c_k).
 - the blur-EOT variants (`perturb_blur_eot`) are this defense with
   `eot: [{_target_: benchmark.transforms.filters.GaussianBlur, library: kornia, ...}]`.
+
+Reference model: StarGAN's CelebA generator (stargan/solver.py, 200000-G.ckpt), the
+`editor`. Reference precision: fp32.
 """
 
 from collections.abc import Sequence
@@ -30,16 +35,19 @@ import torch
 from benchmark.defenses.eot import build_eot
 from benchmark.defenses.gan_editors import GanEditorDefense
 from benchmark.defenses.pgd import LinfPGD
+from benchmark.defenses.precision import FP32
 
 
 class DisruptingDeepfakes(GanEditorDefense):
     name = "disrupting_deepfakes"
-    version = "1"
+    version = "2"  # 2: the first gradient at the unclipped random start (clip_start)
+    reference_precision = FP32
 
     def __init__(self, editor: dict, condition="all", eps: float = 6.375, step: float = 1.275,
-                 iterations: int = 10, random_start: bool = True, eot: list | None = None):
+                 iterations: int = 10, random_start: bool = True, eot: list | None = None,
+                 clip_start: bool = False):
         self.pgd = LinfPGD(eps, step, iterations, random_start, component=self.name,
-                           transforms=build_eot(eot, self.name))
+                           transforms=build_eot(eot, self.name), clip_start=clip_start)
         super().__init__(editor, condition)
 
     def protect(self, x: torch.Tensor, seeds: Sequence[int],

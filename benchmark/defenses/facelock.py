@@ -15,8 +15,12 @@ first, then the identity term pushes the reconstruction's face away from x's.
 
 Defaults from taco-group/FaceLock (defend.py, methods.py `facelock`): eps 0.03
 in [-1, 1] units -> 3.825/255, step 0.01 -> 1.275 decaying linearly to 1/100,
-100 iterations, uniform random start, LPIPS with VGG, the CVLFace AdaFace
-recogniser with its DFA aligner, timbrooks/instruct-pix2pix, native resolution.
+100 iterations, uniform random start clipped to the image range before the first
+gradient (`facelock` clamps X + delta_0: `clip_start`), LPIPS with VGG, the CVLFace
+AdaFace recogniser with its DFA aligner, native resolution. Reference model:
+timbrooks/instruct-pix2pix. Reference precision: fp16 weights, fp16 autocast
+(defend.py loads the pipeline with torch_dtype=float16, keeps X in half precision and
+runs `facelock` inside torch.autocast("cuda")).
 
 The recogniser is pluggable (`face_model`: `cvlface`, `random` or any embedder
 config, benchmark/models/face_identity.py): FaceLock's own (`cvlface`) is downloaded
@@ -38,6 +42,7 @@ from benchmark.build import build
 from benchmark.defenses.eot import build_eot
 from benchmark.defenses.latent_diffusion import DiffusionDefense
 from benchmark.defenses.pgd import LinfPGD
+from benchmark.defenses.precision import ReferencePrecision
 from benchmark.errors import BenchError, check
 from benchmark.models.lpips import (
     LPIPS_NETS,
@@ -83,6 +88,7 @@ def _require_backbone(net: str) -> None:
 class FaceLock(DiffusionDefense):
     name = "facelock"
     model_parts = ("vae",)
+    reference_precision = ReferencePrecision("fp16", "fp16")
 
     def __init__(self, model: str = "timbrooks/instruct-pix2pix", eps: float = 3.825,
                  step: float = 1.275, iterations: int = 100, random_start: bool = True,
@@ -91,12 +97,14 @@ class FaceLock(DiffusionDefense):
                  perceptual_after: float = 0.25, face_model: str | dict = "cvlface",
                  trust_remote_code: bool = False, lpips_net: str = "vgg",
                  lpips_random_backbone: bool = False, eot: list | None = None,
-                 dtype: str = "fp32", precision: str = "fp32", device: str = "auto"):
+                 dtype: str = "fp32", precision: str = "fp32", device: str = "auto",
+                 clip_start: bool = True):
         # First, so that a run of the paper preset stops on this before anything else.
         check(self.name, "trust_remote_code", trust_remote_code,
               face_model != "cvlface" or trust_remote_code is True, RECOGNISER_HINT)
         self.pgd = LinfPGD(eps, step, iterations, random_start, schedule, final_step_fraction,
-                           component=self.name, transforms=build_eot(eot, self.name))
+                           component=self.name, transforms=build_eot(eot, self.name),
+                           clip_start=clip_start)
         check(self.name, "latent_weight", latent_weight,
               isinstance(latent_weight, (int, float)) and latent_weight >= 0, "a weight >= 0")
         for key, value in (("identity_from", identity_from), ("perceptual_after", perceptual_after)):

@@ -14,9 +14,12 @@ encoder (its projected `image_embeds`), and var_l is, per head and latent pixel 
 cross-attention layer l, the variance over the 4 image-prompt tokens of the
 attention probabilities, from one UNet pass at t = 0 on the clean image's latent
 with the empty prompt; low_l marks where that variance is in the lowest
-`attention_quantile` for the CLEAN image. Each step (-step * sign(grad)) is
-blurred with a Gaussian where an edge mask marks it, and the whole perturbation is
-then low-passed in 8x8 block-DCT before the projection onto the budget.
+`attention_quantile` for the CLEAN image. Each step, step * sign(grad), is blurred
+with a Gaussian where an edge mask of it marks it and then subtracted from the
+perturbation (attack.py: `new_delta = step_size * sign(grad)`, blurred, `delta -=
+new_delta`; the edge mask is not odd, so blurring the negated step instead differs
+near the border), and the whole perturbation is then low-passed in 8x8 block-DCT
+before the projection onto the budget.
 
 Defaults, from kuai-lab/iccv25_faceshield:
 - README.md (run.sh settings): eps (`noise_clamp`) 12 in 0-255 units, step 1, 30
@@ -29,6 +32,10 @@ Defaults, from kuai-lab/iccv25_faceshield:
   runwayml/stable-diffusion-v1-5) with IP-Adapter `ip-adapter_sd15` and the
   h94/IP-Adapter image encoder, adapter scale 1.0 (the processors' default); the
   CLIP input resized bilinearly to 224 and normalised with CLIP's mean and std.
+  Reference model: runwayml/stable-diffusion-v1-5 (its copy
+  stable-diffusion-v1-5/stable-diffusion-v1-5). Reference precision: fp32 weights, fp16
+  autocast (the networks are loaded in float32 and the attack runs inside
+  torch.amp.autocast('cuda')).
 - attack.py `create_line_mask` / `apply_gaussian` / `scale_tensor`: the step is
   min-max normalised, filtered with 3x3 Sobel kernels per channel, the mask is 1 where
   |gx| or |gy| reaches its maximum, dilated by a 9x9 box; inside it the step is
@@ -86,6 +93,7 @@ import torch.nn.functional as F
 from benchmark.build import build
 from benchmark.defenses.latent_diffusion import DiffusionDefense
 from benchmark.defenses.pgd import LinfPGD
+from benchmark.defenses.precision import ReferencePrecision
 from benchmark.errors import BenchError, check
 from benchmark.images import to_uint8
 from benchmark.models import ip_adapter as ipa
@@ -283,7 +291,8 @@ class CleanReference:
 
 class FaceShield(DiffusionDefense):
     name = "faceshield"
-    version = "1"
+    version = "2"  # 2: the step filter blurs +step * sign(grad), which is then subtracted
+    reference_precision = ReferencePrecision("fp32", "fp16")
     model_parts = ("vae", "unet", "text_encoder", "tokenizer")
 
     def __init__(self, model: str = "stable-diffusion-v1-5/stable-diffusion-v1-5",

@@ -5,16 +5,12 @@ embedding, noise prediction, the denoising loss) and the model handle live in
 `benchmark.models.sd_ops`, where the purifiers use them too.
 """
 
-from contextlib import nullcontext
-
 import torch
 
 from benchmark.defenses.base import Defense
-from benchmark.errors import check
-from benchmark.models import DTYPES
+from benchmark.defenses.precision import FP32, ReferencePrecision, autocast_at, resolve_precision
+from benchmark.models import resolve_device
 from benchmark.models.sd_ops import DiffusionModel, embed_prompts
-
-PRECISIONS = ("fp32", "fp16", "bf16")
 
 
 class DiffusionDefense(Defense):
@@ -22,15 +18,24 @@ class DiffusionDefense(Defense):
 
     `precision` runs the attack's forward passes under autocast (fp16 / bf16) while
     the perturbation and its gradient stay in float32; `dtype` is the precision the
-    weights are loaded in (shared with any generator that uses the same model).
+    weights are loaded in (shared with any generator that uses the same model);
+    `precision: reference` takes both from `reference_precision`, the format the
+    defense's reference code ran in (benchmark.defenses.precision).
     """
 
     model_parts: tuple[str, ...] = ("vae", "unet", "text_encoder", "tokenizer", "scheduler")
+    reference_precision: ReferencePrecision = FP32
 
     def _setup_model(self, model: str, dtype: str, device: str, precision: str) -> None:
-        check(self.name, "precision", precision, precision in PRECISIONS, f"one of {PRECISIONS}")
-        self.diffusion = DiffusionModel(self.name, model, dtype, device, self.model_parts)
-        self.precision = precision
+        resolved = resolve_precision(self.name, precision, dtype, self.reference_precision,
+                                     resolve_device(device))
+        self.diffusion = DiffusionModel(self.name, model, resolved.weights, device,
+                                        self.model_parts)
+        self.precision = resolved.autocast  # what autocast() runs at
+        if resolved.tag:  # precision=reference: the cache keys follow the format it resolved to
+            self.version = f"{type(self).version}+precision:{resolved.tag}"
+        if resolved.notice:
+            self.notice = resolved.notice
 
     @property
     def parts(self):
@@ -45,6 +50,4 @@ class DiffusionDefense(Defense):
         return embed_prompts(self.parts, [self.prompt]).expand(n, -1, -1)
 
     def autocast(self):
-        if self.precision == "fp32":
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=DTYPES[self.precision])
+        return autocast_at(self.device, self.precision)

@@ -6,12 +6,17 @@ One loop, configured by:
   normalised gradient, projection onto the L2 ball, as PhotoGuard's L2 attack)
   or `none` (no budget; only the [0, 1] range is enforced, as EditShield).
 - `optimizer`: `pgd` (the steps above) or `adam` (Adam on the pixels with
-  learning rate `step`, then the same projection).
+  learning rate `step`, then the same projection; `adam_eps` is Adam's epsilon,
+  torch's 1e-8 by default).
 - `schedule` of the step size: `constant`; `linear` decay from `step` to
   `step * final_step_fraction` over the iterations (PhotoGuard's schedule, with
   fraction 1/100); `cosine` decay between the same two values.
 - `random_start`: uniform in the L-inf box, or uniform radius along a Gaussian
-  direction in the L2 ball; seeded per image.
+  direction in the L2 ball; seeded per image. `clip_start`: the start is clipped to
+  [0, 1] before the first gradient (advertorch's LinfPGDAttack, which Mist and AdvDM
+  run; FaceLock's `facelock`); false takes the first gradient at the unclipped x + delta_0,
+  as Disrupting Deepfakes, DF-RAP, CMUA, Silencer and PhotoGuard do (the first step's
+  projection clips it).
 - `grad_samples`: gradients averaged over this many evaluations of a stochastic
   loss per step (PhotoGuard's `grad_reps`, EOT's samples).
 - `transforms` (expectation over transformation): each gradient sample applies
@@ -26,9 +31,12 @@ One loop, configured by:
   always kept small.
 - `on_step` (per call): called with the iteration index before each step, for
   objectives whose terms switch on during the run (FaceLock).
-- `step_filter`, `delta_filter` (per call): reshape each step (the signed
-  update times the step size) and then the whole perturbation before the
-  projection (FaceShield's blur of the step and low-pass of the perturbation).
+- `step_filter`, `delta_filter` (per call): reshape each step and then the whole
+  perturbation before the projection (FaceShield's blur of the step and low-pass of
+  the perturbation). The step filter sees `step_size * update` (for sign steps
+  `+step * sign(grad)`, what FaceShield's attack.py blurs) and its output is
+  subtracted: a filter that is not odd (FaceShield's edge mask) gives another
+  result on the negated step.
 
 Budgets and steps are in pixel units out of 255 (for `l2`, the L2 norm of the
 whole per-image perturbation in those units: PhotoGuard's 16 in [-1, 1] units
@@ -70,7 +78,8 @@ class PGD:
                  random_start: bool = True, schedule: str = "constant",
                  final_step_fraction: float = 0.01, grad_samples: int = 1,
                  optimizer: str = "pgd", early_stop: float | None = None,
-                 transforms: Sequence[EotTransform] = (), component: str = "pgd"):
+                 transforms: Sequence[EotTransform] = (), component: str = "pgd",
+                 clip_start: bool = True, adam_eps: float = 1e-8):
         check(component, "norm", norm, norm in NORMS, f"one of {NORMS}")
         if norm == "none":
             check(component, "eps", eps, eps is None, "null when norm=none (no budget)")
@@ -94,14 +103,18 @@ class PGD:
         check(component, "optimizer", optimizer, optimizer in OPTIMIZERS, f"one of {OPTIMIZERS}")
         check(component, "early_stop", early_stop,
               early_stop is None or isinstance(early_stop, (int, float)), "null or a loss value")
-        check(component, "random_start", random_start, isinstance(random_start, bool),
-              "true or false")
+        for key, value in (("random_start", random_start), ("clip_start", clip_start)):
+            check(component, key, value, isinstance(value, bool), "true or false")
+        check(component, "adam_eps", adam_eps,
+              isinstance(adam_eps, (int, float)) and adam_eps > 0, "Adam's epsilon, > 0")
         check(component, "transforms", transforms, all(callable(t) for t in transforms),
               "a list of callables t(x, seeds) -> x")
         self.norm = norm
         self.step = step / 255
         self.iterations = iterations
         self.random_start = random_start and norm != "none"
+        self.clip_start = clip_start
+        self.adam_eps = float(adam_eps)
         self.schedule = schedule
         self.final_step_fraction = final_step_fraction
         self.grad_samples = grad_samples
@@ -137,11 +150,15 @@ class PGD:
         gens = [generator_for(s) for s in seeds]
         if self.norm == "linf":
             u = torch.stack([torch.rand(x.shape[1:], generator=g) for g in gens]).to(x)
-            return self.project(x + (u * 2 - 1) * self.eps, x)
-        direction = torch.stack([torch.randn(x.shape[1:], generator=g) for g in gens]).to(x)
-        radius = torch.stack([torch.rand((), generator=g) for g in gens]).to(x) * self.eps
-        direction = direction / _per_image(direction.flatten(1).norm(dim=1) + 1e-12, direction)
-        return self.project(x + direction * _per_image(radius, direction), x)
+            x_start = x + (u * 2 - 1) * self.eps
+        else:
+            direction = torch.stack([torch.randn(x.shape[1:], generator=g) for g in gens]).to(x)
+            radius = torch.stack([torch.rand((), generator=g) for g in gens]).to(x) * self.eps
+            direction = direction / _per_image(direction.flatten(1).norm(dim=1) + 1e-12,
+                                               direction)
+            x_start = x + direction * _per_image(radius, direction)
+        # inside the budget by construction; clip_start=false leaves it outside [0, 1]
+        return self.project(x_start, x) if self.clip_start else x_start
 
     def _transform(self, x_adv: torch.Tensor, seeds: Sequence[int], i: int, k: int) -> torch.Tensor:
         if not self.transforms:
@@ -191,7 +208,7 @@ class PGD:
             mask = mask.to(x)
             x_adv = x + (x_adv - x) * mask
         moving = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
-        adam = _Adam(x_adv) if self.optimizer == "adam" else None
+        adam = _Adam(x_adv, eps=self.adam_eps) if self.optimizer == "adam" else None
         self.history = []
         report = iteration_progress.get()
         for i in range(self.iterations):
@@ -213,7 +230,7 @@ class PGD:
                 if step_filter is None and delta_filter is None:
                     x_new = self.project(x_adv - self.step_size(i) * update, x)
                 else:
-                    x_new = self.project(x + self._filtered(x_adv - x, -self.step_size(i) * update,
+                    x_new = self.project(x + self._filtered(x_adv - x, self.step_size(i) * update,
                                                             step_filter, delta_filter), x)
                 x_adv = x + (x_new - x) * mask if mask is not None else x_new
         return x_adv.detach()
@@ -221,7 +238,9 @@ class PGD:
     @staticmethod
     def _filtered(delta: torch.Tensor, step: torch.Tensor, step_filter: Filter | None,
                   delta_filter: Filter | None) -> torch.Tensor:
-        delta = delta + (step if step_filter is None else step_filter(step))
+        """delta - filter(step) (FaceShield: `delta -= blur(step * sign(grad))`), then the
+        perturbation's filter."""
+        delta = delta - (step if step_filter is None else step_filter(step))
         return delta if delta_filter is None else delta_filter(delta)
 
     def maximize(self, x: torch.Tensor, loss: Loss, seeds: Sequence[int],

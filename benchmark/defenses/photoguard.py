@@ -13,6 +13,21 @@ PGD against an image encoder E (the latent mean of the SD VAE for real runs).
   to repaint set to 0 in [-1, 1]); only the kept region is perturbed; step 0.01
   -> 1.275; z_target = E(target image) (`target: image`; the demo's target is a
   web photo, here the shipped pattern unless `target_image` names a file).
+- Random start (`clip_start: false`, both demos' `pgd`): the first gradient is taken at
+  x + delta_0 before any clipping to the image range (the first step's projection clips);
+  in the inpainting demo delta_0 also covers the region to repaint, which the demo's
+  `X_adv.data *= mask` zeroes only after the first step, so the first gradient sees the
+  masked image plus the noise everywhere. `clip_start: true` clips the start and keeps
+  the repainted region clean from the start.
+- Reference model: runwayml/stable-diffusion-v1-5's VAE (img2img demo) and
+  runwayml/stable-diffusion-inpainting's (inpainting demo); their copies on the hub are
+  stable-diffusion-v1-5/stable-diffusion-v1-5 and stable-diffusion-v1-5/stable-diffusion-inpainting.
+  The encoder is the job's `encoder` (configs/encoder/sd_vae.yaml: SD 1.5's VAE);
+  `encoder.model=stable-diffusion-v1-5/stable-diffusion-inpainting` encodes with the
+  inpainting checkpoint's own VAE, as the inpainting demo does.
+- Reference precision: fp16 weights, fp16 autocast (the demos load the pipelines with
+  torch_dtype=float16 and attack inside torch.autocast('cuda')); `precision: reference`
+  loads an encoder that has a `dtype` in fp16 and runs it under fp16 autocast.
 
 Diffusion attack (`PhotoGuardDiffusion`): backpropagate through the inpainting
 pipeline, ||pipe(x_adv) - target||_2 minimised, the demo's complex attack
@@ -31,7 +46,10 @@ scheduler's step takes one). L2 (the demo's run: eps 16 -> 2040, step 1 ->
 step 0.006 -> 0.765, `super_linf`'s default of 5 repeats,
 configs/defense/photoguard_diffusion_linf.yaml). Gradient checkpointing of
 every UNet call and of the decoder keeps the activations of one call at a time,
-so the attack fits a 80 GB GPU at 512 px.
+so the attack fits a 80 GB GPU at 512 px. Reference model:
+runwayml/stable-diffusion-inpainting (its copy stable-diffusion-v1-5/stable-diffusion-inpainting,
+whose own VAE encodes the masked image). Reference precision: fp16 weights (the demo
+loads the pipeline with torch_dtype=float16, revision fp16, and attacks without autocast).
 """
 
 import inspect
@@ -48,8 +66,10 @@ from benchmark.defenses.eot import build_eot
 from benchmark.defenses.latent_diffusion import DiffusionDefense
 from benchmark.defenses.masks import FaceMask, masked_image
 from benchmark.defenses.pgd import PGD, LinfPGD
+from benchmark.defenses.precision import ReferencePrecision, autocast_at, resolve_precision
 from benchmark.errors import check
 from benchmark.images import from_pil, read_image
+from benchmark.models import resolve_device
 from benchmark.models.sd_ops import NoiseStreams, decode, embed_prompts, encode, predict_noise
 
 TARGETS = ("zero", "image")
@@ -68,48 +88,78 @@ def load_target(target_image: str | None) -> torch.Tensor:
 
 class PhotoGuardEncoder(Defense):
     name = "photoguard_encoder"
+    version = "2"  # 2: the demos' unclipped random start (clip_start), inpaint start noise
+    reference_precision = ReferencePrecision("fp16", "fp16")
 
     def __init__(self, encoder: dict, eps: float = 7.65, step: float = 2.55,
                  iterations: int = 1000, random_start: bool = True, schedule: str = "linear",
                  final_step_fraction: float = 0.01, target: str = "zero",
                  target_image: str | None = None, variant: str = "img2img",
-                 mask: dict | None = None, eot: list | None = None):
+                 mask: dict | None = None, eot: list | None = None, clip_start: bool = False,
+                 precision: str = "fp32"):
         self.pgd = LinfPGD(eps, step, iterations, random_start, schedule, final_step_fraction,
-                           component=self.name, transforms=build_eot(eot, self.name))
+                           component=self.name, transforms=build_eot(eot, self.name),
+                           clip_start=clip_start)
         check(self.name, "target", target, target in TARGETS, f"one of {TARGETS}")
         check(self.name, "variant", variant, variant in VARIANTS, f"one of {VARIANTS}")
         self.target, self.variant = target, variant
         self.target_image = load_target(target_image) if target == "image" else None
         self.mask = FaceMask(**(mask or {}), component=self.name) if variant == "inpaint" else None
+        encoder = dict(encoder)
+        self.encoder_device = resolve_device(encoder.get("device", "auto"))
+        resolved = resolve_precision(self.name, precision, encoder.get("dtype", "fp32"),
+                                     self.reference_precision, self.encoder_device)
+        if "dtype" in encoder:
+            encoder["dtype"] = resolved.weights
+        self.precision = resolved.autocast
+        if resolved.tag:
+            self.version = f"{type(self).version}+precision:{resolved.tag}"
+        self.notice = resolved.notice
         self.encoder = build(encoder, where=f"{self.name}.encoder")
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        with autocast_at(self.encoder_device, self.precision):
+            return self.encoder(x).float()
 
     def target_latent(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             if self.target == "zero":
-                return torch.zeros_like(self.encoder(x[:1]))
-            return self.encoder(resized(self.target_image, x))
+                return torch.zeros_like(self.encode(x[:1]))
+            return self.encode(resized(self.target_image, x))
 
     def protect(self, x: torch.Tensor, seeds: Sequence[int],
                 masks: torch.Tensor | None = None) -> torch.Tensor:
         z_target = self.target_latent(x)
         if self.mask is None:
             def distance(x_adv: torch.Tensor) -> torch.Tensor:
-                return (self.encoder(x_adv) - z_target).flatten(1).norm(dim=1)
+                return (self.encode(x_adv) - z_target).flatten(1).norm(dim=1)
 
             return self.pgd.minimize(x, distance, seeds)
 
         repaint = self.mask(x, masks)
+        # The demo's start noise over the region to repaint, seen by the first gradient only
+        # (its mask zeroes that region after the first step); the engine draws the same start.
+        first = {"noise": None}
+        start_noise = None
+        if self.pgd.random_start and self.pgd.eps and not self.pgd.clip_start:
+            start_noise = (self.pgd.start(x, seeds) - x) * repaint
+
+        def on_step(i: int) -> None:
+            first["noise"] = start_noise if i == 0 else None
 
         def masked_distance(x_adv: torch.Tensor) -> torch.Tensor:
-            z = self.encoder(masked_image(x_adv, repaint))
-            return (z - z_target).flatten(1).norm(dim=1)
+            seen = masked_image(x_adv, repaint)
+            if first["noise"] is not None:
+                seen = seen + first["noise"]
+            return (self.encode(seen) - z_target).flatten(1).norm(dim=1)
 
-        return self.pgd.minimize(x, masked_distance, seeds, mask=1 - repaint)
+        return self.pgd.minimize(x, masked_distance, seeds, mask=1 - repaint, on_step=on_step)
 
 
 class PhotoGuardDiffusion(DiffusionDefense):
     name = "photoguard_diffusion"
     version = "2"  # 2: DDIM with eta 1 by default (was the checkpoint's scheduler without eta)
+    reference_precision = ReferencePrecision("fp16")
 
     def __init__(self, model: str = "stable-diffusion-v1-5/stable-diffusion-inpainting",
                  norm: str = "l2", eps: float = 2040.0, step: float = 127.5,

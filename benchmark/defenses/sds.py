@@ -14,14 +14,21 @@ SDS(+) ascends this direction (as AdvDM), SDS(-) descends it (the paper's
 recommendation, pulling the latent toward the model's mode). SDST adds the
 textural loss of Mist toward a target pattern:
 
-    minimise  ||E(x_adv) - E(pattern)||^2  -  s * rate * <stopgrad(eps_theta - eps), z>,
+    minimise  ||z' - E(pattern)||^2  -  s * rate * <stopgrad(eps_theta - eps), z>,
     s = +1 for (+), -1 for (-)
+
+where z' is a second posterior sample of E(x_adv): `pgd_sds` encodes x_adv again for
+its textural loss (`x_target`), after drawing the pattern's sample, and so do we
+(seeded like every other draw).
 
 Defaults from the paper's code (xavihart/Diff-Protect, configs/attack/base.yaml
 and code/attacks.py `pgd_sds`): eps 16/255, step 1/255, 100 iterations, sign
 steps at a constant step, no random start, one timestep and noise draw per
 iteration, direction "-", target rate 5 for SDST (its `target_rate`), the
-prompt it uses for portraits ("a portrait photo"), SD v1.4/1.5.
+prompt it uses for portraits ("a portrait photo"). Reference model: SD v1.4
+(Diff-Protect's README downloads sd-v1-4.ckpt as ckpt/model.ckpt), here
+CompVis/stable-diffusion-v1-4 in diffusers form; `model` takes any other SD 1.x.
+Reference precision: fp32 (its LatentDiffusion is loaded in float32, no autocast).
 """
 
 from collections.abc import Sequence
@@ -40,8 +47,9 @@ DIRECTIONS = ("+", "-")
 
 class ScoreDistillation(DiffusionDefense):
     name = "sds"
+    version = "2"  # 2: SDST's textural term on a second posterior sample; SD v1.4 by default
 
-    def __init__(self, model: str = "stable-diffusion-v1-5/stable-diffusion-v1-5",
+    def __init__(self, model: str = "CompVis/stable-diffusion-v1-4",
                  eps: float = 16.0, step: float = 1.0, iterations: int = 100,
                  random_start: bool = False, direction: str = "-", textural: bool = False,
                  rate: float = 5.0, pattern: str | None = None,
@@ -87,7 +95,10 @@ class ScoreDistillation(DiffusionDefense):
             surrogate = (residual * z).flatten(1).sum(1)
             if target is None:
                 return -sign * surrogate
-            textural = (z - target.sample(noise)).pow(2).flatten(1).sum(1)
+            pattern_z = target.sample(noise)  # the pattern's sample, then x_adv's second one
+            with self.autocast():
+                z_texture = encode(parts.vae, v, noise)
+            textural = (z_texture - pattern_z).pow(2).flatten(1).sum(1)
             return textural - sign * self.rate * surrogate
 
         return self.pgd.minimize(x, loss, seeds)

@@ -18,7 +18,8 @@ Values from the reference (all in Silencer-I/protect/):
 - protect_hallo.py `init`: epsilon and alpha are 0-255 units converted to [-1, 1]
   (x 2/255), i.e. eps 16/255 and step 1/255 on [0, 1] images; `HalloNet.__init__`:
   max_timesteps = min_timesteps + 100.
-- attacks.py `Linf_PGD_Hallo.pgd_sds_hallo`: uniform random start in [-eps, eps]; step size
+- attacks.py `Linf_PGD_Hallo.pgd_sds_hallo`: uniform random start in [-eps, eps], the first
+  gradient taken at the unclipped x + delta_0 (`clip_start: false`); step size
   decayed linearly from alpha to alpha/100 over the iterations (PGD `schedule: linear`,
   `final_step_fraction: 0.01`); sign steps; the loss is -g_dir * loss and the update adds
   g_dir * sign(grad), so g_mode "-" DESCENDS the denoising loss; projection onto the eps box
@@ -33,10 +34,13 @@ Differences, by design:
   precomputed wav2vec embedding (th1kh/th1kh_tmp/audio_emb/0001.pt). `dataset.audio=FILE`
   gives every image one clip, as there.
 - Random draws (t, noise, audio frame, dropout, VAE samples) come from per-image seeded
-  streams, so a protection is reproducible; the random start is projected onto [0, 1] at
-  once (the reference clips only after the first step).
+  streams, so a protection is reproducible.
 - `model: tiny/talking-head` attacks the random-weight stand-in (no Hallo offline); there
   the portrait enters the denoiser by channel concatenation, not a reference UNet.
+
+Reference model: Hallo (fudan-generative-ai/hallo, its pretrained_models). Reference
+precision: fp16 weights (protect_hallo.py loads Hallo's networks in its config's
+weight_dtype, fp16), which `dtype: fp16` runs.
 """
 
 from collections.abc import Sequence
@@ -45,6 +49,7 @@ import torch
 
 from benchmark.defenses.base import Defense
 from benchmark.defenses.pgd import LinfPGD
+from benchmark.defenses.precision import ReferencePrecision
 from benchmark.errors import BenchError, check
 from benchmark.models import resolve_device
 from benchmark.models.sd_ops import NoiseStreams
@@ -53,7 +58,8 @@ from benchmark.models.talking_head import check_model, load_talking_head
 
 class SilencerI(Defense):
     name = "silencer_i"
-    version = "1"
+    version = "2"  # 2: the first gradient at the unclipped random start (clip_start)
+    reference_precision = ReferencePrecision("fp16")
     needs_audio = True  # protect() takes audio=, each image's clip from dataset.audio
 
     def __init__(self, model: str = "hallo", hallo_root: str | None = None,
@@ -62,9 +68,11 @@ class SilencerI(Defense):
                  final_step_fraction: float = 0.01, min_timestep: int = 200,
                  timestep_span: int = 100, noise_offset: float = 0.05,
                  audio_dropout: float = 0.05, snr_gamma: float = 5.0, frames: int = 16,
-                 audio_separator: bool = True, dtype: str = "fp16", device: str = "auto"):
+                 audio_separator: bool = True, dtype: str = "fp16", device: str = "auto",
+                 clip_start: bool = False):
         self.pgd = LinfPGD(eps, step, iterations, random_start, schedule="linear",
-                           final_step_fraction=final_step_fraction, component=self.name)
+                           final_step_fraction=final_step_fraction, component=self.name,
+                           clip_start=clip_start)
         check(self.name, "min_timestep", min_timestep,
               isinstance(min_timestep, int) and 0 <= min_timestep < 1000,
               "an integer in [0, 1000) (first diffusion step of the attacked range)")

@@ -21,7 +21,9 @@ RealESRGANer. Values taken from them, per step (x = the protected image):
    crop as RGB /255, normalised (x - 0.5) / 0.5, through GFPGAN (`weight` 0.5 is
    passed but unused by the clean architecture), back by clamp to [-1, 1], (y+1)/2,
    x255, round; pasted onto the background, upscaled x2 by cv2 INTER_LANCZOS4, with
-   the inverse affine x upscale plus a 0.5 x upscale pixel offset. The output is
+   the inverse affine x upscale plus a 0.5 x upscale pixel offset, in float32 as facexlib's
+   paste_faces_to_input_image computes it (the uint8 background and warped face times
+   float32 masks; float64 moves 5 % of the pixels by 1). The output is
    saved as `.jpg` by OpenCV (quality 95).
    Blend (main.py merge_imgs): `alpha` 0.8 x restored + 0.2 x the step-1 image
    (Pillow LANCZOS to the restored size), in float32, clipped to [0, 255], truncated
@@ -160,7 +162,7 @@ class TipRsrJpegResize(PillowTransform):
 
 class TipRsr(Transform):
     name = "tip_rsr"
-    version = "1"
+    version = "2"  # 2: the paste-back in float32, as facexlib's
     random = True  # GFPGAN's noise injection, seeded per image
 
     def __init__(self, restorer: dict | None = None, upsampler: dict | None = None,
@@ -251,7 +253,7 @@ class TipRsr(Transform):
         """Step 2: GFPGAN restoration pasted on the x`upscale` background, then the blend."""
         height, width = small.shape[:2]
         up_size = (width * self.upscale, height * self.upscale)
-        canvas = cv2.resize(small, up_size, interpolation=cv2.INTER_LANCZOS4).astype(np.float64)
+        canvas = cv2.resize(small, up_size, interpolation=cv2.INTER_LANCZOS4)  # uint8
         face_size = 2 ** self.gfpgan.log_size  # the network's out_size: 512 for v1.3
         template = FFHQ_TEMPLATE_512 * (face_size / 512)
         for points in self.five_points(small):
@@ -272,11 +274,12 @@ class TipRsr(Transform):
 
     def paste(self, canvas: np.ndarray, face: np.ndarray, matrix: np.ndarray,
               up_size: tuple[int, int]) -> np.ndarray:
-        """facexlib's paste without a parser: a soft, eroded square mask of the warped face."""
+        """facexlib's paste without a parser: a soft, eroded square mask of the warped face,
+        float32 as there (uint8 face and canvas times float32 masks)."""
         inverse = cv2.invertAffineTransform(matrix) * self.upscale
         if self.upscale > 1:
             inverse[:, 2] += 0.5 * self.upscale
-        warped = cv2.warpAffine(face, inverse, up_size).astype(np.float64)
+        warped = cv2.warpAffine(face, inverse, up_size)  # uint8
         mask = cv2.warpAffine(np.ones(face.shape[:2], np.float32), inverse, up_size)
         mask = cv2.erode(mask, np.ones((2 * self.upscale, 2 * self.upscale), np.uint8))
         edge = int(mask.sum() ** 0.5) // 20
@@ -285,7 +288,7 @@ class TipRsr(Transform):
             soft = cv2.GaussianBlur(centre, (2 * edge + 1, 2 * edge + 1), 0)
         else:
             soft = mask
-        soft = soft[..., None].astype(np.float64)
+        soft = soft[..., None]
         return soft * (mask[..., None] * warped) + (1 - soft) * canvas
 
     def general_branch(self, image: np.ndarray) -> np.ndarray:
