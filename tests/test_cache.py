@@ -57,7 +57,9 @@ def test_info_and_clear(tmp_path):
 def test_keys_stay_what_earlier_versions_computed():
     """A cache filled by an earlier version stays valid: this key was computed by the code
     before the runtime keys moved to benchmark.build (5fe06c5). A change here must be deliberate
-    (and bump the versions it invalidates)."""
+    (and bump the versions it invalidates). It pins cache_key() for a given version string; the
+    version a job passes carries the component's code digest since d181d13 (every runtime key
+    changed once then), pinned in tests/test_cache_code_keys.py."""
     config = {**CFG, "inner": {"max_batch": 4, "x": [1, {"compile": True, "y": 2}]}}
     assert cache_key("transform", config, "1", ["abc"], 7) == (
         "9bed86ed4d7bce4e6d198c110a2645a838c906c4c6093a7598472e1a27898592")
