@@ -229,9 +229,11 @@ def _report(cfg: DictConfig, labels: dict, result, summary, outdir: Path,
 
     stages = ", ".join(f"{name} {s['computed']} computed / {s['cached']} cached "
                        f"({s['seconds']:.1f}s)" for name, s in result.stats["stages"].items())
+    threads = result.stats.get("threads")
+    where = f", {result.stats.get('device', '?')}" + (f", {threads} threads" if threads else "")
     print(f"\n{labels['dataset']} x {labels['defense']} x {labels['transform']} x "
           f"{labels['generator']}: {result.stats['images']} images, "
-          f"{result.stats['seconds']:.1f}s\n")
+          f"{result.stats['seconds']:.1f}s{where}\n")
     print(format_summary(summary))
     print("\npairs: " + "\n       ".join(f"{p:<12} {PAIR_MEANINGS[p]}" for p in cfg.pairs))
     print(f"\nstages: {stages or 'none'}")

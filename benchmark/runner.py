@@ -21,6 +21,7 @@ entries the job read that another environment made.
 
 import json
 import logging
+import os
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -61,6 +62,24 @@ def _integer(cfg: DictConfig, key: str, low: int, expected: str) -> int:
     return value
 
 
+def job_threads(value) -> tuple[int, str]:
+    """Torch's CPU threads for a job and where the number comes from: `threads`, else SLURM's
+    allocation, else the CPUs this process may run on (not the node's: on a shared node more
+    threads than the job's cores make torch's small operations wait on each other)."""
+    if value is not None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise BenchError(f"threads={value!r} is invalid; expected null (the job's CPUs) or "
+                             f"an integer >= 1")
+        return value, "threads"
+    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if slurm.isdigit() and int(slurm) > 0:
+        return int(slurm), "SLURM_CPUS_PER_TASK"
+    try:
+        return len(os.sched_getaffinity(0)), "the process's CPU affinity"
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1, "os.cpu_count()"
+
+
 @dataclass
 class StageStats:
     computed: int = 0
@@ -94,6 +113,9 @@ class Job:
         self.seed = _integer(cfg, "seed", 0, "an integer >= 0 (the global seed)")
         self.batch_size = _integer(cfg, "batch_size", 1, "an integer >= 1")
         self.device = resolve_device(cfg.device)
+        self.threads, source = job_threads(cfg.get("threads"))
+        torch.set_num_threads(self.threads)
+        log.info("threads: %d (%s)", self.threads, source)
         self.strict = bool(cfg.get("strict", False))
         self.progress = bool(cfg.get("progress", True))
         self.cache = ArtifactCache(cfg.cache_dir, lock=bool(cfg.get("cache_lock", True)))
@@ -239,7 +261,8 @@ class Job:
         record = self.cache.load_json("job", key)
         if record is not None:
             stats = {**record["stats"], "stages": {"job": asdict(StageStats(cached=1))},
-                     "seconds": time.perf_counter() - start, "original_run": record["stats"]}
+                     "seconds": time.perf_counter() - start, "threads": self.threads,
+                     "device": str(self.device), "original_run": record["stats"]}
             return JobResult(record["rows"], stats, self.labels, record.get("images", []))
         result = self._compute()
         stages = result.stats["stages"]
@@ -316,6 +339,7 @@ class Job:
             "unreadable": self.unreadable,
             "seconds": time.perf_counter() - start,
             "device": str(self.device),
+            "threads": self.threads,
             # deviations the components run with (e.g. DF-RAP without its ComGAN)
             "notices": [c.notice for c in self.components.values() if c.notice],
             # read by `bench table` for its arrows and bold cells, without importing metrics

@@ -202,3 +202,32 @@ def test_files_a_folder_dataset_skips_are_counted_once(tmp_path, caplog):
     assert len(warnings) == 1
     assert "2 file(s) skipped" in warnings[0] and "b.gif, notes.txt" in warnings[0]
     assert ".png" in warnings[0]  # the accepted extensions
+
+
+@pytest.mark.parametrize("env, value, expected", [
+    ({"SLURM_CPUS_PER_TASK": "3"}, None, (3, "SLURM_CPUS_PER_TASK")),
+    ({}, 5, (5, "threads")),
+])
+def test_torch_threads_follow_the_allocation(env, value, expected, monkeypatch):
+    from benchmark.runner import job_threads
+
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert job_threads(value) == expected
+
+
+def test_without_slurm_threads_are_the_cpus_this_process_may_use(monkeypatch):
+    from benchmark.runner import job_threads
+
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert job_threads(None) == (1, "the process's CPU affinity")
+    with pytest.raises(BenchError, match="threads=0 is invalid"):
+        job_threads(0)
+
+
+def test_the_job_header_names_its_threads(workdir):
+    proc = bench("run", *RUN, "threads=1", "hydra.run.dir=out", cwd=workdir)
+    assert ", cpu, 1 threads" in proc.stdout
+    assert json.loads((workdir / "out" / "stats.json").read_text())["threads"] == 1

@@ -144,7 +144,8 @@ def config_fingerprint(cfg: DictConfig | dict) -> str:
     from benchmark.cache import cache_key
 
     plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
-    plain = {k: v for k, v in plain.items() if k not in ("cache_dir", "cache_lock", "notice")}
+    plain = {k: v for k, v in plain.items()
+             if k not in ("cache_dir", "cache_lock", "notice", "threads")}
     return cache_key("config", plain, "1", [], None)
 
 
