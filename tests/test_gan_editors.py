@@ -702,7 +702,7 @@ def released_watermark(tmp_path, up, name="perturbation.pt"):
 def test_cmua_uses_the_authors_released_watermark_without_its_editors(tmp_path, faces):
     """watermark_file: the reference's perturbation.pt, (3, H, W) in [-1, 1] units, added to
     each image; no editor is built (their weights are not set here)."""
-    from benchmark.defenses.cmua import CMUA
+    from benchmark.defenses.cmua import ALGORITHM, CMUA
 
     up = (torch.rand(3, SIZE, SIZE, generator=torch.Generator().manual_seed(1)) * 2 - 1) * 0.05
     unset = {"_target_": "benchmark.generators.stargan.StarGAN", "weights": None}
@@ -714,7 +714,7 @@ def test_cmua_uses_the_authors_released_watermark_without_its_editors(tmp_path, 
     batched = CMUA(editors={}, training_set={}, watermark_file=released_watermark(
         tmp_path, up[None], "batched.pt"))
     assert torch.equal(batched.protect(faces, [1, 2, 3]), x_adv)
-    assert defense.version.startswith("2+watermark:file-")
+    assert defense.version.startswith(f"{ALGORITHM}+watermark:file-")
     other = CMUA(editors={}, training_set={}, watermark_file=released_watermark(
         tmp_path, -up, "other.pt"))
     assert other.version != defense.version

@@ -31,11 +31,7 @@ class DiffusionDefense(Defense):
                                      resolve_device(device))
         self.diffusion = DiffusionModel(self.name, model, resolved.weights, device,
                                         self.model_parts)
-        self.precision = resolved.autocast  # what autocast() runs at
-        if resolved.tag:  # precision=reference: the cache keys follow the format it resolved to
-            self.version = f"{type(self).version}+precision:{resolved.tag}"
-        if resolved.notice:
-            self.notice = resolved.notice
+        resolved.adopt(self)  # self.precision: what autocast() runs at
 
     @property
     def parts(self):

@@ -111,10 +111,7 @@ class PhotoGuardEncoder(Defense):
                                      self.reference_precision, self.encoder_device)
         if "dtype" in encoder:
             encoder["dtype"] = resolved.weights
-        self.precision = resolved.autocast
-        if resolved.tag:
-            self.version = f"{type(self).version}+precision:{resolved.tag}"
-        self.notice = resolved.notice
+        resolved.adopt(self)
         self.encoder = build(encoder, where=f"{self.name}.encoder")
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:

@@ -54,6 +54,15 @@ class Resolved:
         return str(ReferencePrecision(self.weights,
                                       None if self.autocast == "fp32" else self.autocast))
 
+    def adopt(self, defense) -> None:
+        """Set the defense's autocast (`precision`), and with precision=reference its version
+        (cache keys follow the format it resolved to) and its notice."""
+        defense.precision = self.autocast
+        if self.tag:
+            defense.version = f"{type(defense).version}+precision:{self.tag}"
+        if self.notice:
+            defense.notice = self.notice
+
 
 def resolve_precision(component: str, precision: str, dtype: str,
                       reference: ReferencePrecision, device: torch.device) -> Resolved:
