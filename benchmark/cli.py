@@ -475,6 +475,7 @@ def _parser() -> argparse.ArgumentParser:
     score.add_argument("--output", "-o")
     score.set_defaults(func=cmd_score)
     report = sub.add_parser("report", help="a static HTML report of sweeps: scores, sortable "
+                                           "tables, curves, image grids, provenance")
     report.add_argument("dirs", nargs="+")
     report.add_argument("--output", "-o", required=True, help="folder; opens as index.html")
     report.add_argument("--seed", type=int, default=0, help="bootstrap seed")
