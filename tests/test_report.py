@@ -8,7 +8,7 @@ import shutil
 import pytest
 from conftest import bench
 
-RUN = ["experiment=tiny", "dataset.limit=2", "metric=[ssim,psnr]", "progress=false",
+RUN = ["experiment=tiny", "dataset.limit=1", "metric=[ssim,psnr]", "progress=false",
        "pairs=[fidelity,edit,protection,control,invisibility]"]
 
 
@@ -21,8 +21,8 @@ def report(tmp_path_factory):
     try:
         bench("run", "-m", *RUN, "defense=none,noise", "transform=jpeg",
               "transform.strength=0.3,0.8", "hydra.sweep.dir=sweep", cwd=root)
-        bench("run", "-m", *RUN, "defense=none,noise", "transform=identity",
-              "hydra.sweep.dir=reference", cwd=root)
+        bench("run", *RUN, "defense=noise", "transform=identity", "hydra.run.dir=reference",
+              cwd=root)
         bench("report", "sweep", "reference", "-o", "site", cwd=root)
     finally:
         os.environ.pop("BENCH_CACHE")

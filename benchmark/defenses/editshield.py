@@ -46,6 +46,7 @@ weights are cast to bfloat16).
 """
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -94,6 +95,9 @@ class EditShield(DiffusionDefense):
     version = "3"  # 3: rotate's beta 0.1 (HEAD); 2: the public scripts' settings
     reference_precision = ReferencePrecision("bf16")
     model_parts = ("vae", "scheduler")
+    contract_exemptions: ClassVar[dict[str, str]] = {
+        "budget": "no budget is enforced (eps null: Adam on an objective with an MSE term "
+                  "toward x, as the public scripts)"}
 
     def __init__(self, model: str = "timbrooks/instruct-pix2pix", eps: float | None = None,
                  lr: float = 1e-3, iterations: int = 30, setting: str = "gaussian",

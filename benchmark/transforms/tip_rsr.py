@@ -80,6 +80,8 @@ DiffPure and GrIDPure on the full-size architectures.
 Strength: the JPEG quality 90 -> 10 (WAVES's JPEG range), the rest as configured.
 """
 
+from typing import ClassVar
+
 import cv2
 import numpy as np
 import torch
@@ -174,8 +176,9 @@ class TipRsr(Transform):
     name = "tip_rsr"
     version = "2"  # 2: the paste-back in float32, as facexlib's
     random = True  # GFPGAN's noise injection, seeded per image
-    contract_exemptions = {"seeds": "its one random draw is GFPGAN's noise on the faces it "
-                                    "restores; the tiny scale's random detector finds none"}
+    contract_exemptions: ClassVar[dict[str, str]] = {
+        "seeds": "its one random draw is GFPGAN's noise on the faces it restores; the tiny "
+                 "scale's random detector finds none"}
 
     def __init__(self, restorer: dict | None = None, upsampler: dict | None = None,
                  parser: dict | None = None, jpeg_quality: int = 75, size: int = 512,
