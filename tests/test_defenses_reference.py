@@ -30,7 +30,7 @@ CPU = "cpu"
 SEEDS = [11, 12]
 TINY_VAE = {"_target_": "benchmark.models.encoders.SDVaeEncoder", "model": "tiny/sd",
             "dtype": "fp32", "device": CPU}
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[1] / "docs" / "defenses.md"  # the defense table
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -356,8 +356,8 @@ def defense_class(name: str):
 
 def readme_defense_table() -> dict[str, dict[str, str]]:
     text = README.read_text()
-    section = text[text.index("### Defenses"):]
-    section = section[:section.index("\n### ", 5)]
+    section = text[text.index("\n## Defenses"):]
+    section = section[:section.index("\n## ", 5)]
     rows = [line for line in section.splitlines() if line.startswith("| `")]
     header = next(line for line in section.splitlines() if line.startswith("| defense |"))
     columns = [c.strip() for c in header.strip("|").split("|")]
@@ -389,8 +389,8 @@ def test_readme_lists_the_other_defenses_reference_precision():
     """The GAN defenses and Silencer-I have their own README sections; the defense table's
     notes name their reference precision."""
     text = README.read_text()
-    section = text[text.index("### Defenses"):]
-    section = " ".join(section[:section.index("\n### ", 5)].split())
+    section = text[text.index("\n## Defenses"):]
+    section = " ".join(section[:section.index("\n## ", 5)].split())
     for name in ("anti_forgery", "df_rap", "disrupting_deepfakes", "cmua", "silencer_i"):
         assert name in section
     assert "Silencer-I's reference precision is fp16 weights" in section
