@@ -466,6 +466,7 @@ def install() -> None:
     from hydra._internal import utils as hydra_utils
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
     from hydra._internal.core_plugins import basic_launcher
+    from hydra.core import utils as core_utils
 
     load = ConfigLoaderImpl.load_configuration
     if getattr(load, "bench_checked", False):
@@ -488,5 +489,8 @@ def install() -> None:
     checked_load.bench_checked = True
     ConfigLoaderImpl.load_configuration = checked_load
     hydra_utils.run_and_report = _one_line_errors(hydra_utils.run_and_report)
-    for module in (hydra_app, basic_launcher):
-        module.run_job = _checked_run_job(module.run_job)
+    # At the source too: Hydra's plugin scan re-imports the launcher modules, whose
+    # `from hydra.core.utils import run_job` would otherwise bring the unchecked one back.
+    checked_run_job = _checked_run_job(core_utils.run_job)
+    for module in (core_utils, hydra_app, basic_launcher):
+        module.run_job = checked_run_job

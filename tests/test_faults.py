@@ -231,3 +231,15 @@ def test_the_job_header_names_its_threads(workdir):
     proc = bench("run", *RUN, "threads=1", "hydra.run.dir=out", cwd=workdir)
     assert ", cpu, 1 threads" in proc.stdout
     assert json.loads((workdir / "out" / "stats.json").read_text())["threads"] == 1
+
+
+def test_a_sweep_job_folder_of_a_users_files_is_refused_too(workdir):
+    """In -m sweeps Hydra's plugin scan re-imports the launcher: the check must survive it."""
+    folder = workdir / "sweep" / "0_mine"
+    folder.mkdir(parents=True)
+    (folder / "thesis.tex").write_text("my own file")
+    proc = bench("run", "-m", *RUN, "hydra.sweep.subdir=0_mine", "hydra.sweep.dir=sweep",
+                 cwd=workdir, check=False)
+    assert "holds files that are not a bench job's" in last_line(proc), proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert sorted(p.name for p in folder.iterdir()) == ["thesis.tex"]
