@@ -304,13 +304,14 @@ def check_generator(name: str, *overrides: str,
 # -- metrics --------------------------------------------------------------------------------
 
 def check_metric(name: str, *overrides: str, images: torch.Tensor | None = None) -> list[str]:
-    """On 2 portraits at 192 px (MS-SSIM needs 176 px), each against the other."""
+    """On portraits at 192 px (MS-SSIM needs 176 px): per image, each against another one; a
+    set-level metric (FID, KID), the set against itself and against its mirror images."""
     metric = build_component("metric", name, *overrides)
     report = _Report(f"metric={name}", metric)
     if not metric.available:
         raise ContractError(f"metric={name} is unavailable here: {metric.unavailable_reason}")
-    x = portraits(2, 192) if images is None else images
-    other = x.roll(1, 0)  # every image against another one
+    x = portraits(4 if metric.set_level else 2, 192) if images is None else images
+    other = x.flip(-1) if metric.set_level else x.roll(1, 0)  # another set / another image
 
     def scores(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         if metric.embedder is not None:
