@@ -21,8 +21,9 @@ level or inside a function. A module's layer is its package under benchmark
   come from `models`.
 - `build` imports only `errors`, `plugins` (whose modules count as component packages) and
   the five stage base modules (`*.base`); `plugins` imports only `errors`.
-- `results` import only the foundation and `cache`; no module of results/ but plots.py
-  imports torch at module level.
+- `results` import only the foundation, `cache` and `provenance` (the records of what made a
+  number, read back torch-free); no module of results/ but plots.py imports torch at module
+  level.
 - One paper's defense file imports no other paper's (`DEFENSE_PAPERS`).
 """
 
@@ -44,7 +45,7 @@ ALLOWED = {
     "generators": FOUNDATION | {"models", "build", "video"},
     "metrics": FOUNDATION | {"models", "build"},
     "defenses": FOUNDATION | {"models", "transforms", "build", "cache"},
-    "results": FOUNDATION | {"cache"},
+    "results": FOUNDATION | {"cache", "provenance"},
     "plugins": {"errors"},
 }
 BASES = {f"benchmark.{kind}.base" for kind in
