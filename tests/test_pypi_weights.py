@@ -380,6 +380,15 @@ def test_pull_refuses_other_bytes_and_says_how_to_fetch_by_hand(tmp_path, monkey
         read_member(dist.path, "fake-0.1/other", "0000")
 
 
+def test_an_unwritable_cache_is_one_line_naming_the_folder(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "file" / "torch"))  # under a plain file
+    with pytest.raises(BenchError) as e:
+        pull_converted(ALEX)
+    text = str(e.value)
+    assert "\n" not in text and str(tmp_path / "file" / "torch") in text and "TORCH_HOME" in text
+
+
 def test_missing_conversion_is_one_line_naming_the_key_and_the_command(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     from benchmark.transforms.tip_rsr_no_face import TipRsrNoFace

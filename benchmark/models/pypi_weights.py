@@ -82,6 +82,14 @@ def _convert(weights: ConvertedWeights, members: list[bytes]) -> dict[str, torch
 
 def pull_converted(weights: ConvertedWeights) -> Path:
     """Fetch, check and convert one of CONVERTED, unless it is already here."""
+    try:
+        return _pull(weights)
+    except OSError as e:  # an unwritable or full cache: say where, not a traceback
+        raise BenchError(f"{weights.name}: cannot write into {weights.path.parent} "
+                         f"({e.strerror or e}); point TORCH_HOME at a writable folder") from None
+
+
+def _pull(weights: ConvertedWeights) -> Path:
     from safetensors.torch import save_file
 
     if weights.status()[0] == "present":
