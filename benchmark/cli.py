@@ -21,7 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from benchmark import __version__
 from benchmark.errors import BenchError
-from benchmark.paths import config_dir, default_cache_dir
+from benchmark.paths import config_description, config_dir, default_cache_dir
 
 log = logging.getLogger("benchmark")
 
@@ -264,14 +264,6 @@ def _notice(notice, choices) -> str | None:
     return notice.get("text")
 
 
-def _describe(path: Path) -> str:
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line.startswith("#") and not line.startswith("# @package"):
-            return line.lstrip("# ").strip()
-    return ""
-
-
 def group_configs(group: str) -> dict[str, tuple[Path, str]]:
     """A config group's configs, {name: (file, where it comes from)}: bench's own, then each
     plugin's (a plugin's config never shadows a built-in of the same name: Hydra finds bench's
@@ -305,7 +297,7 @@ def cmd_ls(args: argparse.Namespace) -> None:
         configs = group_configs(group)
         width = max([22] + [len(name) for name in configs])
         for name, (path, origin) in configs.items():
-            print(f"  {name:<{width}} {_describe(path)}" + (f"  [{origin}]" if origin else ""))
+            print(f"  {name:<{width}} {config_description(path)}" + (f"  [{origin}]" if origin else ""))
 
 
 def _emit(text: str, output: str | None) -> None:

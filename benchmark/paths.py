@@ -70,3 +70,12 @@ def confined(root: str | Path, name: str | Path, key: str, follow_links: bool = 
         raise BenchError(f"{key}={text!r} is refused: {Path(root) / text} leads to {target}, "
                          f"outside {base} (a symbolic link)")
     return Path(root) / text
+
+
+def config_description(path: Path) -> str:
+    """A config file's first comment line (not `# @package`): what `bench ls` and the docs show."""
+    for line in Path(path).read_text().splitlines():
+        line = line.strip()
+        if line.startswith("#") and not line.startswith("# @package"):
+            return line.lstrip("# ").strip()
+    return ""

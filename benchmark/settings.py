@@ -37,8 +37,5 @@ def check_settings(cfg: DictConfig) -> None:
             raise BenchError(f"{key}: not a key of bench's config{hint} (the top-level keys are "
                              f"{', '.join(sorted(known - {'hydra', '_self_'}))})")
     for key in sorted(booleans & set(cfg)):
-        value = cfg._get_node(key)._value()
-        if not isinstance(value, bool) and not OmegaConf.is_interpolation(cfg, key):
-            raise BenchError(f"{key}={value!r} is invalid; expected true or false")
-        if OmegaConf.is_interpolation(cfg, key) and not isinstance(cfg[key], bool):
+        if not isinstance(cfg[key], bool):  # resolved: an interpolation counts by its value
             raise BenchError(f"{key}={cfg[key]!r} is invalid; expected true or false")

@@ -207,12 +207,16 @@ def _budget_problem(defense, x: torch.Tensor, y: torch.Tensor) -> str | None:
     return None
 
 
+def _started(group: str, name: str, overrides, images):
+    """(component, its report, the images, their side inputs) of one check."""
+    component = build_component(group, name, *overrides)
+    x = portraits() if images is None else images
+    return component, _Report(f"{group}={name}", component), x, _side_inputs(component, x)
+
+
 def check_defense(name: str, *overrides: str, images: torch.Tensor | None = None) -> list[str]:
     """The contracts of the defense config `name` (plus OVERRIDES) at the tiny scale."""
-    defense = build_component("defense", name, *overrides)
-    report = _Report(f"defense={name}", defense)
-    x = portraits() if images is None else images
-    side = _side_inputs(defense, x)
+    defense, report, x, side = _started("defense", name, overrides, images)
     seeds = [11, 12]
     y = defense.protect(x, seeds, **side)
     report.check("output", lambda: _image_problem(y, x))
@@ -271,10 +275,7 @@ def _identity_problem(name: str, overrides: Sequence[str], x: torch.Tensor) -> s
 
 def check_generator(name: str, *overrides: str,
                     images: torch.Tensor | None = None) -> list[str]:
-    generator = build_component("generator", name, *overrides)
-    report = _Report(f"generator={name}", generator)
-    x = portraits() if images is None else images
-    side = _side_inputs(generator, x)
+    generator, report, x, side = _started("generator", name, overrides, images)
     seeds = [11, 12]
     y = generator.edit(x, seeds, **side)
     report.check("output", lambda: _image_problem(y, x, same_size=generator.frames == 1))

@@ -105,7 +105,7 @@ def shareable_config(cfg: DictConfig) -> dict:
 
 
 def _path_like(key: str) -> bool:
-    return key.endswith(PATH_KEY_ENDINGS) or key in PATH_KEY_ENDINGS
+    return key.endswith(PATH_KEY_ENDINGS)
 
 
 def write_job(outdir: str | Path, result: JobResult, cfg: DictConfig,

@@ -7,16 +7,10 @@ from pathlib import Path
 
 import yaml
 
+from benchmark.paths import config_description
+
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 MARKER = re.compile(r"<!--\s*catalogue:\s*(\w+)\s*-->")
-
-
-def describe(path: Path) -> str:
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line.startswith("#") and not line.startswith("# @package"):
-            return line.lstrip("# ").strip()
-    return ""
 
 
 def as_yaml(value) -> str:
@@ -41,7 +35,7 @@ def catalogue(group: str) -> str:
                    and d != "_self_"]
         where = (f"`{name}` ({module.replace('.', '/')}.py)" if target
                  else "extends " + ", ".join(parents))
-        cells = [f"`{path.stem}`", describe(path).replace("|", "\\|"), where,
+        cells = [f"`{path.stem}`", config_description(path).replace("|", "\\|"), where,
                  settings(path).replace("|", "\\|")]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
