@@ -4,6 +4,7 @@ the sweep summary, the SLURM and submitit_local launchers, the paper presets."""
 import json
 import multiprocessing
 import os
+import queue
 import signal
 import socket
 import subprocess
@@ -22,7 +23,9 @@ from PIL import Image
 from benchmark.cache import ArtifactCache
 from benchmark.paths import config_dir, portraits_dir
 
-FORK = multiprocessing.get_context("fork")
+# Spawned, not forked: a fork of pytest's process, with the threads earlier tests left running
+# (heartbeats, torch's pool), can deadlock in the child; daemonic, so no hung child outlives pytest.
+SPAWN = multiprocessing.get_context("spawn")
 KEYS = [f"{i:02x}" * 32 for i in range(4)]
 
 
@@ -56,19 +59,37 @@ def _fill_from_one_process(root, lock, barrier, calls, results, worker):
     results.put((worker, computed, waited, [_checksum(v) for v in values]))
 
 
+def _results_of(procs, results, timeout: float = 300) -> list:
+    """Starts the processes and takes one result from each; a child that died says so."""
+    for p in procs:
+        p.start()
+    out, deadline = [], time.monotonic() + timeout
+    try:
+        while len(out) < len(procs):
+            try:
+                out.append(results.get(timeout=1))
+            except queue.Empty:
+                dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+                assert not dead, f"a worker exited {dead}"
+                assert time.monotonic() < deadline, f"{len(out)} of {len(procs)} answered"
+        for p in procs:
+            p.join(timeout=60)
+            assert p.exitcode == 0
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+    return out
+
+
 def _run_concurrently(root: Path, lock: bool, workers: int = 3):
     calls = root / "calls.txt"
     calls.parent.mkdir(parents=True, exist_ok=True)
     calls.write_text("")
-    barrier, results = FORK.Barrier(workers), FORK.Queue()
-    procs = [FORK.Process(target=_fill_from_one_process,
-                          args=(root, lock, barrier, calls, results, w)) for w in range(workers)]
-    for p in procs:
-        p.start()
-    out = [results.get(timeout=60) for _ in procs]
-    for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0
+    barrier, results = SPAWN.Barrier(workers), SPAWN.Queue()
+    procs = [SPAWN.Process(target=_fill_from_one_process, daemon=True,
+                           args=(root, lock, barrier, calls, results, w)) for w in range(workers)]
+    out = _results_of(procs, results)
     lines = [line.split() for line in calls.read_text().splitlines()]
     return out, lines
 
@@ -161,15 +182,10 @@ def test_concurrent_jobs_of_a_sweep_share_the_protected_images(tmp_path):
         with open_dict(cfg):
             cfg.cache_dir = str(tmp_path / "cache")
         cfgs.append(cfg)
-    barrier, results = FORK.Barrier(len(cfgs)), FORK.Queue()
-    procs = [FORK.Process(target=_job_in_a_process, args=(c, barrier, results, t))
+    barrier, results = SPAWN.Barrier(len(cfgs)), SPAWN.Queue()
+    procs = [SPAWN.Process(target=_job_in_a_process, args=(c, barrier, results, t), daemon=True)
              for c, t in zip(cfgs, transforms)]
-    for p in procs:
-        p.start()
-    stats = dict(results.get(timeout=120) for _ in procs)
-    for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0
+    stats = dict(_results_of(procs, results))
     assert sum(s["computed"] for s in stats.values()) == 3  # 3 images, each protected once
     assert sum(s["waited"] for s in stats.values()) == 3 * (len(procs) - 1)
 
