@@ -157,17 +157,28 @@ class Job:
 
     # -- stages ---------------------------------------------------------------------------------
 
+    def stage_keys(self, stage: str, input_keys: list[str], clean_keys: list[str],
+                   batch: _Batch | None = None) -> tuple[list[str], list[int], list[list[str]]]:
+        """The cache keys of a stage's outputs, their seeds and their inputs' keys; an identity
+        stage makes nothing, its outputs are its inputs. `bench plan` derives keys here too."""
+        component = self.components[stage]
+        if component.is_identity:
+            return list(input_keys), [], []
+        seeds = [derive_seed(self.seed, k, stage) for k in clean_keys]
+        item_inputs = side_inputs.item_inputs(component, input_keys, batch)
+        version = self._version(component)
+        keys = [cache_key(stage, self.configs[stage], version, ins, s)
+                for ins, s in zip(item_inputs, seeds)]
+        return keys, seeds, item_inputs
+
     def _run_stage(self, stage: str, inputs: torch.Tensor, input_keys: list[str],
                    clean_keys: list[str], batch: _Batch | None = None
                    ) -> tuple[torch.Tensor, list[str]]:
         component = self.components[stage]
         if component.is_identity:
             return inputs, input_keys
-        seeds = [derive_seed(self.seed, k, stage) for k in clean_keys]
-        item_inputs = side_inputs.item_inputs(component, input_keys, batch)
+        keys, seeds, item_inputs = self.stage_keys(stage, input_keys, clean_keys, batch)
         version = self._version(component)
-        keys = [cache_key(stage, self.configs[stage], version, ins, s)
-                for ins, s in zip(item_inputs, seeds)]
 
         def compute(indices: list[int]) -> list[torch.Tensor]:
             x = inputs[indices].to(self.device)
@@ -238,6 +249,16 @@ class Job:
         if ids:
             yield ids, torch.stack(xs), torch.stack(masks) if self.side.masks else None, paths
 
+    def batch(self, ids: list[str], x: torch.Tensor, masks: torch.Tensor | None) -> _Batch:
+        """One batch's clean images with their keys and side inputs (what later keys chain on)."""
+        batch = _Batch(ids, {"x": x}, {"x": [content_key(xi) for xi in x]}, masks,
+                       None if masks is None else [content_key(m) for m in masks])
+        if self.side.attributes:
+            batch.attributes = [self.dataset.attributes_of(i) for i in ids]
+        if self.side.audio:
+            batch.audio = [self.dataset.audio_of(i) for i in ids]
+        return batch
+
     def versions(self) -> dict[str, str]:
         """The cache version of each component and metric (code digests included)."""
         versions = {stage: self._version(c) for stage, c in self.components.items()}
@@ -302,12 +323,7 @@ class Job:
         image_ids: list[str] = []
         images: list[dict] = []
         for ids, x, masks, paths in self._batches():
-            batch = _Batch(ids, {"x": x}, {"x": [content_key(xi) for xi in x]}, masks,
-                           None if masks is None else [content_key(m) for m in masks])
-            if self.side.attributes:
-                batch.attributes = [self.dataset.attributes_of(i) for i in ids]
-            if self.side.audio:
-                batch.audio = [self.dataset.audio_of(i) for i in ids]
+            batch = self.batch(ids, x, masks)
             self._keep_clean(ids, x, batch.keys["x"])
             image_ids += ids
             self._make(shared_images, batch)

@@ -80,9 +80,14 @@ class Scores:
                 else:
                     self.per_sample[(label, name, pair)].append(metric.update(a, b).double().cpu())
 
+    def embed_keys(self, metric: Metric, keys: list[str]) -> list[str]:
+        """The cache keys of the embeddings of the images with these keys (`bench plan` too)."""
+        version = self.versions[id(metric.embedder)]
+        return [cache_key("embed", metric.embedder_config, version, [k], None) for k in keys]
+
     def _embed(self, metric: Metric, images: torch.Tensor, keys: list[str]) -> torch.Tensor:
         version = self.versions[id(metric.embedder)]
-        ekeys = [cache_key("embed", metric.embedder_config, version, [k], None) for k in keys]
+        ekeys = self.embed_keys(metric, keys)
 
         def compute(indices: list[int]) -> list[np.ndarray]:
             with torch.no_grad():
