@@ -285,7 +285,10 @@ class Job:
                      "seconds": time.perf_counter() - start, "threads": self.threads,
                      "device": str(self.device), "original_run": record["stats"]}
             return JobResult(record["rows"], stats, self.labels, record.get("images", []))
-        result = self._compute()
+        # images are stored in the background while the next batch computes; leaving the block
+        # waits until they are on disk (their locks released), before the job's record
+        with self.cache.write_behind():
+            result = self._compute()
         stages = result.stats["stages"]
         stages["job"] = asdict(StageStats(computed=1, seconds=result.stats["seconds"]))
         self.cache.save_json("job", key, {"rows": result.rows, "stats": result.stats,

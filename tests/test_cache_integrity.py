@@ -67,11 +67,21 @@ def test_a_flipped_byte_in_a_feature_vector_is_reported_once_removed_and_recompu
     assert np.array_equal(cache.load_array("embed", KEY), VECTOR)  # the recomputed entry
 
 
-def test_a_png_replaced_by_an_image_of_another_size_is_not_served(tmp_path, caplog):
+def _another_image(path) -> None:
+    """Replace an image entry's payload by a valid image of another size, in its own format."""
+    if path.suffix == ".png":
+        Image.new("RGB", (20, 20)).save(path)
+    else:
+        np.save(path, np.zeros((20, 20, 3), np.uint8))
+
+
+@pytest.mark.parametrize("ext", [ArtifactCache.IMAGE, ArtifactCache.PNG])
+def test_an_image_replaced_by_one_of_another_size_is_not_served(tmp_path, caplog, ext):
     cache = ArtifactCache(tmp_path)
+    cache.image_ext = ext  # PNG: as a cache written before issue 26
     cache.save_image("protect", KEY, _image(0), {})
-    path = cache.path("protect", KEY, cache.IMAGE)
-    Image.new("RGB", (20, 20)).save(path)
+    path = cache.path("protect", KEY, ext)
+    _another_image(path)
     with caplog.at_level(logging.WARNING, logger="benchmark.cache"):
         assert cache.load_image("protect", KEY) is None
         assert cache.load_image("protect", KEY) is None  # gone: a plain miss, not reported again
@@ -151,12 +161,13 @@ def test_entries_of_an_older_cache_are_served_when_plausible_and_then_sealed(tmp
 
 def test_entries_of_an_older_cache_that_are_implausible_are_recomputed(tmp_path):
     cache = ArtifactCache(tmp_path)
+    cache.image_ext = cache.PNG  # caches before checksums held PNG images
     cache.save_array("embed", KEY, np.array([1.0, np.nan], dtype=np.float32), {})
     cache.save_image("protect", KEY, _image(0), {})
     cache.save_json("job", KEY, [1], {})
     for stage in ("protect", "embed", "job"):
         _legacy(cache, stage, KEY)
-    Image.new("L", (16, 16)).save(cache.path("protect", KEY, cache.IMAGE))  # not what bench writes
+    Image.new("L", (16, 16)).save(cache.path("protect", KEY, cache.PNG))  # not what bench writes
     assert cache.load_array("embed", KEY) is None
     assert cache.load_image("protect", KEY) is None
     assert cache.load_json("job", KEY) is None
@@ -259,7 +270,7 @@ def test_a_full_disk_is_one_error_and_leaves_nothing_behind(tmp_path, monkeypatc
         cache.try_lock("protect", OTHER)
     monkeypatch.undo()
     leftovers = sorted(p.name for p in tmp_path.rglob("*") if p.is_file())
-    assert leftovers == [f"{KEY}.json", f"{KEY}.png"]
+    assert leftovers == [f"{KEY}.json", f"{KEY}{cache.IMAGE}"]
     assert torch.equal(cache.load_image("protect", KEY), _image(0))  # what was finished stays
 
 
@@ -329,8 +340,8 @@ def test_a_corrupted_finished_run_is_recomputed_to_the_same_numbers(workdir):
     cache = workdir / "cache"
     [record] = (cache / "job").rglob("*.record.json")
     _flip_a_byte(record, offset=len(record.read_bytes()) // 2)
-    protected = min((cache / "protect").rglob("*.png"))
-    Image.new("RGB", (20, 20)).save(protected)
+    protected = min((cache / "protect").rglob(f"*{ArtifactCache.IMAGE}"))
+    _another_image(protected)
     proc = bench("run", *args, "hydra.run.dir=second", cwd=workdir)
     assert str(record) in proc.stderr and str(protected) in proc.stderr
     stages = json.loads((workdir / "second" / "stats.json").read_text())["stages"]

@@ -1,6 +1,7 @@
 """Sweeps at scale: one cache shared by concurrent processes, failed jobs, SIGKILL and resume,
 the sweep summary, the SLURM and submitit_local launchers, the paper presets."""
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -38,8 +39,9 @@ def _checksum(x: torch.Tensor) -> int:
     return int((x * 255).round().to(torch.int64).sum())
 
 
-def _fill_from_one_process(root, lock, barrier, calls, results, worker):
-    """One job: needs every KEYS entry, computes (slowly) those nobody else has."""
+def _fill_from_one_process(root, lock, barrier, calls, results, worker, behind=False):
+    """One job: needs every KEYS entry, computes (slowly) those nobody else has; `behind`: its
+    images stored by the background writer, as a job's are."""
     torch.set_num_threads(1)
     cache = ArtifactCache(root, lock=lock)
 
@@ -54,8 +56,9 @@ def _fill_from_one_process(root, lock, barrier, calls, results, worker):
         return out
 
     barrier.wait()
-    values, computed, waited = cache.load_or_compute(
-        "protect", KEYS, lambda k: cache.load_image("protect", k), compute)
+    with cache.write_behind() if behind else contextlib.nullcontext():
+        values, computed, waited = cache.load_or_compute(
+            "protect", KEYS, lambda k: cache.load_image("protect", k), compute)
     results.put((worker, computed, waited, [_checksum(v) for v in values]))
 
 
@@ -82,20 +85,22 @@ def _results_of(procs, results, timeout: float = 300) -> list:
     return out
 
 
-def _run_concurrently(root: Path, lock: bool, workers: int = 3):
+def _run_concurrently(root: Path, lock: bool, workers: int = 3, behind: bool = False):
     calls = root / "calls.txt"
     calls.parent.mkdir(parents=True, exist_ok=True)
     calls.write_text("")
     barrier, results = SPAWN.Barrier(workers), SPAWN.Queue()
     procs = [SPAWN.Process(target=_fill_from_one_process, daemon=True,
-                           args=(root, lock, barrier, calls, results, w)) for w in range(workers)]
+                           args=(root, lock, barrier, calls, results, w, behind))
+             for w in range(workers)]
     out = _results_of(procs, results)
     lines = [line.split() for line in calls.read_text().splitlines()]
     return out, lines
 
 
-def test_concurrent_processes_compute_each_entry_once_with_locks(tmp_path):
-    out, calls = _run_concurrently(tmp_path / "cache", lock=True)
+@pytest.mark.parametrize("behind", [False, True], ids=["synchronous", "write-behind"])
+def test_concurrent_processes_compute_each_entry_once_with_locks(tmp_path, behind):
+    out, calls = _run_concurrently(tmp_path / "cache", lock=True, behind=behind)
     expected = [_checksum(_image(i)) for i in range(len(KEYS))]
     assert sorted(k for k, _ in calls) == sorted(KEYS)  # every entry computed exactly once
     assert sum(computed for _, computed, _, _ in out) == len(KEYS)
@@ -111,8 +116,9 @@ def test_concurrent_processes_compute_each_entry_once_with_locks(tmp_path):
     assert leftovers == []
 
 
-def test_without_locks_writers_race_but_entries_stay_whole(tmp_path):
-    out, calls = _run_concurrently(tmp_path / "cache", lock=False)
+@pytest.mark.parametrize("behind", [False, True], ids=["synchronous", "write-behind"])
+def test_without_locks_writers_race_but_entries_stay_whole(tmp_path, behind):
+    out, calls = _run_concurrently(tmp_path / "cache", lock=False, behind=behind)
     per_key = pd.Series([k for k, _ in calls]).value_counts()
     # every process computed everything (the race the lock avoids), and no entry is corrupt
     assert set(per_key.index) == set(KEYS) and per_key.max() <= len(out)

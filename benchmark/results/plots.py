@@ -319,20 +319,41 @@ def _grid_labels(dirs: list, rows: str, where: dict, strict: bool) -> pd.DataFra
     return labels.drop_duplicates(rows)
 
 
-def _cached_image(path: Path, unreadable: list[str]) -> np.ndarray | str:
-    """The image at `path`, or what to write in its place."""
+# The files of a cached image, newest format first: benchmark.cache.ArtifactCache.IMAGE (raw
+# uint8 HWC .npy) and .PNG (caches before issue 26); named here so that results stays torch-free
+CACHED_IMAGE_FILES = (".rgb.npy", ".png")
+
+
+def _cached_image_file(folder: Path, key: str) -> Path | None:
+    """The file of a cached image in whichever format the cache holds it; None if neither."""
+    return next((folder / f"{key}{ext}" for ext in CACHED_IMAGE_FILES
+                 if (folder / f"{key}{ext}").is_file()), None)
+
+
+def _decode_cached(path: Path, data: bytes) -> np.ndarray:
+    if path.name.endswith(".npy"):
+        a = np.load(io.BytesIO(data), allow_pickle=False)
+        if a.ndim != 3 or a.shape[2] != 3 or a.dtype != np.uint8:
+            raise ValueError(f"an array of shape {a.shape} and dtype {a.dtype}, not 8-bit RGB")
+        return a
     from PIL import Image
 
-    if not path.is_file():
+    with Image.open(io.BytesIO(data)) as f:
+        return np.asarray(f.convert("RGB"))
+
+
+def _cached_image(path: Path | None, unreadable: list[str]) -> np.ndarray | str:
+    """The image at `path`, or what to write in its place."""
+    if path is None or not path.is_file():
         return REMOVED
     try:
         data = path.read_bytes()
         expected = _recorded_sha256(path)
         if expected and hashlib.sha256(data).hexdigest() != expected:
             raise ValueError("its sha256 does not match its sidecar's")
-        with Image.open(io.BytesIO(data)) as f:
-            return np.asarray(f.convert("RGB"))
-    except (OSError, SyntaxError, ValueError) as e:  # Pillow: not an image, truncated, broken
+        return _decode_cached(path, data)
+    # Pillow: not an image, truncated, broken; NumPy: not an array (EOFError: empty)
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
         unreadable.append(f"{path} ({e})")
         return UNREADABLE
 
@@ -341,7 +362,7 @@ def _recorded_sha256(path: Path) -> str | None:
     """The checksum the cache's sidecar records for an entry (caches before checksums: none);
     a damaged image that still decodes must not be drawn as if it were the job's."""
     try:
-        sidecar = json.loads(path.with_suffix(".json").read_text())
+        sidecar = json.loads(path.with_name(f"{path.name.split('.')[0]}.json").read_text())
     except (OSError, ValueError):
         return None
     payload = sidecar.get("payload") if isinstance(sidecar, dict) else None
@@ -357,8 +378,9 @@ def _job_tiles(job: Path, root: Path, n: int, unreadable: list[str]) -> list[tup
     tiles = []
     for image_id in list(dict.fromkeys(table["image_id"]))[:n]:
         mine = table[table["image_id"] == image_id].drop_duplicates("image").set_index("image")
-        cells = {name: _cached_image(root / mine.loc[name, "stage"] / mine.loc[name, "key"][:2]
-                                     / f"{mine.loc[name, 'key']}.png", unreadable)
+        cells = {name: _cached_image(_cached_image_file(
+                         root / mine.loc[name, "stage"] / mine.loc[name, "key"][:2],
+                         mine.loc[name, "key"]), unreadable)
                  if name in mine.index else NOT_MADE for name, _ in GRID_COLUMNS}
         tiles.append((image_id, cells))
     if all(c is REMOVED or c is NOT_MADE for _, cells in tiles for c in cells.values()):
