@@ -37,6 +37,10 @@ STAGES = ("protect", "transform", "generate", "embed")
 SWEEP_FLAGS = ("-m", "--multirun", "--plan")
 
 
+class _Unplanned(Exception):
+    """A job whose keys the plan cannot derive with the runner's code."""
+
+
 @dataclass(frozen=True)
 class Need:
     """One cache entry a job needs, and what its cost depends on."""
@@ -62,6 +66,7 @@ class PlannedJob:
     device: str  # the kind of device it will run on, for the estimates
     skipped: str = ""  # why it needs nothing
     error: str = ""  # why it would fail before any compute
+    unplanned: str = ""  # why its needs are not counted
     needs: list[Need] = field(default_factory=list)
 
 
@@ -218,6 +223,9 @@ def _walk(job, names: list[str], batch, resolution) -> Iterator[Need]:
 
     for name in names:
         stage, source = RECIPES[name]
+        if getattr(job.components[stage], "fits_on_set", False):
+            raise _Unplanned(f"{STAGE_COMPONENT[stage]} fits on the whole set (its keys chain "
+                             f"on the set's fit, which Job.stage_keys does not derive)")
         keys = job.stage_keys(stage, batch.keys[source], batch.keys["x"], batch)[0]
         batch.keys[name] = keys
         if job.components[stage].is_identity:
@@ -292,6 +300,8 @@ def _plan_job(number: int, overrides: list[str], cfg: DictConfig, launcher: dict
         planned.needs = job_needs(job, clean)
     except BenchError as e:
         planned.error = str(e)
+    except _Unplanned as e:
+        planned.unplanned = str(e)
     return planned
 
 
@@ -476,6 +486,9 @@ def format_plan(p: Plan) -> str:
     errors = defaultdict(list)
     for job in failing:  # the first line: the whole message is bench run's
         errors[job.error.splitlines()[0]].append(str(job.number))
+    for job in p.jobs:
+        if job.unplanned:
+            lines.append(f"  job {job.number}: not counted above: {job.unplanned}")
     for error, numbers in errors.items():
         lines.append(f"  {len(numbers)} job(s) would fail before any compute (job "
                      f"{', '.join(numbers)}; not counted above): {error}")

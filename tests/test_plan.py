@@ -7,6 +7,7 @@ import pytest
 from conftest import TINY, bench
 
 from benchmark import models
+from benchmark.cache import ArtifactCache
 from benchmark.plan import Need, _from_table, _measured_rows, format_plan, main, plan
 
 SWEEP = ["defense=none,noise", "transform=identity,jpeg", *TINY, "metric=[psnr]",
@@ -23,7 +24,7 @@ def _computed(sweep) -> Counter:
 
 
 def _entries(cache, stage: str) -> int:
-    return len(list((cache / stage).rglob("*.png")))
+    return len(list((cache / stage).rglob(f"*{ArtifactCache.IMAGE}")))
 
 
 def test_plan_counts_what_the_sweep_then_computes_and_a_replan_says_zero(workdir):
