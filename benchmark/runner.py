@@ -30,7 +30,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from benchmark import side_inputs
+from benchmark import fitting, side_inputs
 from benchmark.build import build, tag_group
 from benchmark.cache import ArtifactCache, cache_key, component_version
 from benchmark.errors import BenchError, UnreadableImageError, first_few
@@ -177,6 +177,8 @@ class Job:
         component = self.components[stage]
         if component.is_identity:
             return inputs, input_keys
+        if getattr(component, "fits_on_set", False):  # one fit per set (benchmark.fitting)
+            return self._run_set_stage(stage, component, inputs, input_keys, clean_keys)
         keys, seeds, item_inputs = self.stage_keys(stage, input_keys, clean_keys, batch)
         version = self._version(component)
 
@@ -209,6 +211,45 @@ class Job:
             self._stage_of[k] = stage
         return torch.stack(outputs), keys
 
+    def _run_set_stage(self, stage: str, component, inputs: torch.Tensor, input_keys: list[str],
+                       clean_keys: list[str]) -> tuple[torch.Tensor, list[str]]:
+        """A component that fits on the whole set (DreamBooth): one fit per set of inputs, cached
+        by the keys of the whole set (stage `fit`), then one output per slot, cached per item."""
+        seeds = [derive_seed(self.seed, k, stage) for k in clean_keys]
+        version = self._version(component)
+        fit = fitting.SetFit(self.cache, component, self.configs[stage], version, input_keys,
+                             fitting.set_seed(self.seed, clean_keys, stage))
+        keys = [cache_key(stage, self.configs[stage], version, [fit.key, f"slot:{i}"], s)
+                for i, s in enumerate(seeds)]
+
+        def compute(indices: list[int]) -> list[torch.Tensor]:
+            provenance = self._record(stage)
+            with working(self._bars.get(stage), len(indices)):
+                try:
+                    state = fit.state(inputs, {"device": str(self.device),
+                                               "provenance": provenance}, self._count)
+                    began = time.perf_counter()
+                    y = component.generate(state, [seeds[i] for i in indices], indices,
+                                           tuple(inputs.shape[-2:]))
+                except BenchError as e:
+                    raise tag_group(e, STAGE_COMPONENT[stage])
+            y = release(y.detach()).cpu()
+            per_image = (time.perf_counter() - began) / len(indices)
+            for j, i in enumerate(indices):
+                self.cache.save_image(stage, keys[i], y[j], {
+                    "config": self.configs[stage], "version": version,
+                    "inputs": [fit.key, f"slot:{i}"], "seed": seeds[i], "seconds": per_image,
+                    "device": str(self.device), "provenance": provenance})
+            return list(y)
+
+        start = time.perf_counter()
+        outputs, computed, waited = self.cache.load_or_compute(
+            stage, keys, lambda k: self.cache.load_image(stage, k), compute)
+        self._count(stage, len(keys), computed, waited, start)
+        for k in keys:
+            self._stage_of[k] = stage
+        return torch.stack(outputs), keys
+
     def _count(self, stage: str, total: int, computed: int, waited: int, start: float) -> None:
         stats = self.stats[stage]
         stats.computed += computed
@@ -225,6 +266,11 @@ class Job:
                                                        "provenance": environment(self.device)})
 
     # -- the job --------------------------------------------------------------------------------
+
+    @property
+    def _one_set(self) -> bool:
+        """The whole dataset is one batch: the generator fits on the set (one identity)."""
+        return bool(getattr(self.generator, "fits_on_set", False))
 
     def _batches(self):
         """(image ids, clean images, their dataset masks or None, their files) per batch."""
@@ -243,7 +289,7 @@ class Job:
             xs.append(sample.x)
             masks.append(sample.mask)
             paths.append(str(sample.path))
-            if len(ids) == self.batch_size:
+            if len(ids) == self.batch_size and not self._one_set:
                 yield ids, torch.stack(xs), torch.stack(masks) if self.side.masks else None, paths
                 ids, xs, masks, paths = [], [], [], []
         if ids:

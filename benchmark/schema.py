@@ -12,6 +12,8 @@ PAIR_MEANINGS = {
     "protection": "G(x_adv) vs G(x): the protection itself, no transformation",
     "control": "G(T(x)) vs G(x): what T alone does to the edit",
     "invisibility": "x_adv vs x: the defense's cost in image quality",
+    "subject": "G(T(x_adv)) vs x: the edit against the clean photos (Anti-DreamBooth's ISM "
+               "against the subject's identity)",
 }
 PAIRS = {
     "fidelity": ("x_t", "x"),
@@ -19,6 +21,7 @@ PAIRS = {
     "protection": ("g_adv", "g_x"),
     "control": ("g_tx", "g_x"),
     "invisibility": ("x_adv", "x"),
+    "subject": ("g_t", "x"),
 }
 RECIPES = {  # image -> (stage that makes it, the image it is made from)
     "x_adv": ("protect", "x"),

@@ -29,6 +29,8 @@ One loop, configured by:
   perceptual constraint next to its EOT objective); `minimize` minimises
   loss + penalty and `maximize` maximises loss - penalty, so the penalty is
   always kept small.
+- `start` (per call): continue from this perturbed image instead of a fresh start, still
+  projected around x (ASPL's rounds of PGD on one perturbation).
 - `on_step` (per call): called with the iteration index before each step, for
   objectives whose terms switch on during the run (FaceLock).
 - `step_filter`, `delta_filter` (per call): reshape each step and then the whole
@@ -200,10 +202,11 @@ class PGD:
                  mask: torch.Tensor | None = None, penalty: Loss | None = None,
                  on_step: Callable[[int], None] | None = None,
                  step_filter: Filter | None = None,
-                 delta_filter: Filter | None = None) -> torch.Tensor:
+                 delta_filter: Filter | None = None,
+                 start: torch.Tensor | None = None) -> torch.Tensor:
         """Minimise `loss(x_adv)` (one value per image) inside the budget."""
         x = x.detach()
-        x_adv = self.start(x, seeds)
+        x_adv = self.start(x, seeds) if start is None else self.project(start.detach().to(x), x)
         if mask is not None:
             mask = mask.to(x)
             x_adv = x + (x_adv - x) * mask
@@ -247,13 +250,14 @@ class PGD:
                  mask: torch.Tensor | None = None, penalty: Loss | None = None,
                  on_step: Callable[[int], None] | None = None,
                  step_filter: Filter | None = None,
-                 delta_filter: Filter | None = None) -> torch.Tensor:
+                 delta_filter: Filter | None = None,
+                 start: torch.Tensor | None = None) -> torch.Tensor:
         """Maximise `loss(x_adv) - penalty(x_adv)`; `early_stop` is then the value to reach."""
         threshold = self.early_stop
         self.early_stop = None if threshold is None else -threshold
         try:  # minimising -loss + penalty is maximising loss - penalty
             return self.minimize(x, lambda v: -loss(v), seeds, mask, penalty, on_step,
-                                 step_filter, delta_filter)
+                                 step_filter, delta_filter, start)
         finally:
             self.early_stop = threshold
             self.history = [-h for h in self.history]

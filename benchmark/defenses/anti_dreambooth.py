@@ -1,0 +1,173 @@
+"""Anti-DreamBooth: ASPL and FSMG, perturbations that make DreamBooth learn a broken subject.
+
+Van Le, Phung, Nguyen, Dao, Tran, Tran. "Anti-DreamBooth: Protecting users from personalized
+text-to-image synthesis." ICCV 2023. arXiv:2303.15433.
+
+Both maximise the denoising loss of a DreamBooth-fine-tuned surrogate on the protected images
+with L-inf PGD (sign steps, no random start), the prompt "a photo of sks person":
+
+    max_{||x_adv - x||_inf <= eps}  E_{t, eps} ||eps_theta'(z_t(x_adv), t, c) - eps||^2
+
+- FSMG (Fully-trained Surrogate Model Guidance): theta' is DreamBooth fine-tuned on clean
+  photos of the subject once (1000 steps, scripts/attack_with_fsmg.sh's first call), then 100
+  PGD steps on it (attacks/fsmg.py:551-622: `--max_train_steps=100`).
+- ASPL (Alternating Surrogate and Perturbation Learning, attacks/aspl.py:727-767): 50 rounds
+  (`--max_train_steps=50`) of: copy the current model f, fine-tune the copy 3 steps on the clean
+  photos (`--max_f_train_steps=3`), 6 PGD steps on the perturbed photos with the copy
+  (`--max_adv_train_steps=6`), each round continuing from the last round's perturbation,
+  then fine-tune f itself 3 steps on the perturbed photos.
+
+Reference values (VinAIResearch/Anti-DreamBooth at c97e891): eps 0.05 and step 0.005 in
+[-1, 1] units (scripts/attack_with_aspl.sh, attack_with_fsmg.sh: `--pgd_eps=5e-2
+--pgd_alpha=5e-3`), i.e. 6.375/255 and 0.6375/255 here; the update x + alpha * sign(grad),
+clipped to the eps box and the image range (attacks/aspl.py:568-573, attacks/fsmg.py:619-622);
+one timestep t ~ U[0, T) and noise per image per step, z a sample of the VAE posterior
+(aspl.py:518-549); the surrogate's fine-tuning: AdamW lr 5e-7, weight decay 1e-2, a new
+optimizer per call (aspl.py:389-395), one instance and one class image per step with prior
+preservation weight 1.0 (aspl.py:414-467), UNet and text encoder trained
+(`--train_text_encoder`), no gradient clipping in ASPL's inner fine-tuning; FSMG's surrogate is
+a full DreamBooth run (batch 2, gradient norm 1.0; benchmark.models.dreambooth). Model: SD 2.1
+base (`MODEL_PATH=./stable-diffusion/stable-diffusion-2-1-base`), 512 px; 200 class images of
+"a photo of person". Reference precision: bf16 (aspl.py:401, 511: `weight_dtype =
+torch.bfloat16`); here the weights' `dtype` and `precision` as for the other diffusion defenses.
+
+Differences, to state with the numbers: the reference fine-tunes its surrogates on a disjoint
+clean set of the same subject (set A) and perturbs another (set B); here both are the clean
+images being protected (the batch; one identity per job, as generator=dreambooth batches it).
+The set is perturbed jointly, so an image's protection depends on its batch (the conformance
+suite's `batch` contract is exempt). Class images come from `class_data_dir` (null: prior
+preservation off, said in the notice); the reference samples them with the base model.
+ASPL's inner fine-tuning draws its images in a seeded random order (the reference cycles
+through the folder in file order).
+"""
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+import torch
+
+from benchmark.defenses.latent_diffusion import DiffusionDefense
+from benchmark.defenses.pgd import LinfPGD
+from benchmark.defenses.precision import ReferencePrecision
+from benchmark.errors import check
+from benchmark.images import derive_seed, generator_for
+from benchmark.models.dreambooth import FineTuning, Personalised, load_class_images
+from benchmark.models.sd_ops import NoiseStreams, encode
+
+EPS = 6.375  # 0.05 in [-1, 1]
+STEP = 0.6375  # 0.005 in [-1, 1]
+
+
+class AntiDreamBooth(DiffusionDefense):
+    """The shared parts of ASPL and FSMG: the surrogate's objective and its class images."""
+
+    name = "anti_dreambooth"
+    # aspl.py:401-412, fsmg.py: the VAE, UNet and text encoder cast to bf16, no autocast
+    reference_precision = ReferencePrecision("bf16")
+    contract_exemptions: ClassVar[dict[str, str]] = {
+        "batch": "perturbs the batch as one set (one identity): its surrogate is fine-tuned on "
+                 "the whole batch, as Anti-DreamBooth's on the subject's folder"}
+
+    def _setup(self, model: str, eps: float, step: float, iterations: int,
+               tuning: FineTuning, class_data_dir: str | None, num_class_images: int,
+               dtype: str, precision: str, device: str) -> None:
+        self.pgd = LinfPGD(eps, step, iterations, random_start=False, component=self.name)
+        self.tuning = tuning.checked(self.name)
+        check(self.name, "num_class_images", num_class_images,
+              isinstance(num_class_images, int) and num_class_images >= 1, "an integer >= 1")
+        self.class_data_dir, self.num_class_images = class_data_dir, num_class_images
+        if class_data_dir is not None:  # a missing folder stops the job before any compute
+            load_class_images(self.name, class_data_dir, num_class_images, 8)
+        else:
+            self.notice = (f"{self.name}: no class images (defense.class_data_dir=null), so its "
+                           f"surrogate fine-tunes without prior preservation")
+        self._class_images: dict[int, torch.Tensor | None] = {}
+        self.surrogate: Personalised | None = None  # the model the last PGD run attacked
+        self._setup_model(model, dtype, device, precision)
+
+    def class_images(self, x: torch.Tensor) -> torch.Tensor | None:
+        size = x.shape[-1]
+        if size not in self._class_images:
+            self._class_images[size] = load_class_images(self.name, self.class_data_dir,
+                                                         self.num_class_images, size)
+        return self._class_images[size]
+
+    def surrogate_loss(self, model: Personalised, x: torch.Tensor, noise: NoiseStreams,
+                       cond: torch.Tensor) -> torch.Tensor:
+        """The surrogate's denoising loss of x per image (one draw of z, t and eps)."""
+        noise.begin()
+        with self.autocast():
+            z = encode(model.vae, x, noise)
+            t = noise.randint(len(model.acp))
+            return model.denoising_error(z, cond, t, noise.randn_like(z))
+
+    def _attack(self, model: Personalised, x: torch.Tensor, seeds: Sequence[int],
+                noise: NoiseStreams, start: torch.Tensor | None = None) -> torch.Tensor:
+        self.surrogate = model
+        cond = model.condition(self.tuning.instance_prompt, len(x))
+        return self.pgd.maximize(x, lambda v: self.surrogate_loss(model, v, noise, cond), seeds,
+                                 start=start)
+
+    @staticmethod
+    def _set_generator(seeds: Sequence[int], stage: str) -> torch.Generator:
+        return generator_for(derive_seed(0, ",".join(map(str, seeds)), stage))
+
+
+class ASPL(AntiDreamBooth):
+    name = "aspl"
+
+    def __init__(self, model: str = "stabilityai/stable-diffusion-2-1-base",
+                 eps: float = EPS, step: float = STEP, rounds: int = 50,
+                 surrogate_steps: int = 3, pgd_steps: int = 6, learning_rate: float = 5e-7,
+                 instance_prompt: str = "a photo of sks person",
+                 class_prompt: str = "a photo of person", class_data_dir: str | None = None,
+                 num_class_images: int = 200, prior_loss_weight: float = 1.0,
+                 train_text_encoder: bool = True, dtype: str = "fp32",
+                 precision: str = "fp32", device: str = "auto"):
+        check(self.name, "rounds", rounds, isinstance(rounds, int) and rounds >= 0,
+              "an integer >= 0")
+        self.rounds = rounds
+        tuning = FineTuning(surrogate_steps, learning_rate, 1, prior_loss_weight,
+                            train_text_encoder, None, instance_prompt=instance_prompt,
+                            class_prompt=class_prompt)
+        self._setup(model, eps, step, pgd_steps, tuning, class_data_dir, num_class_images,
+                    dtype, precision, device)
+
+    def protect(self, x: torch.Tensor, seeds: Sequence[int]) -> torch.Tensor:
+        x = x.to(self.device).float()
+        model = Personalised(self.parts, self.tuning.train_text_encoder)
+        classes = self.class_images(x)
+        generator = self._set_generator(seeds, self.name)
+        noise = NoiseStreams(seeds, self.device, self.name)
+        x_adv = x.clone()
+        for _ in range(self.rounds):
+            surrogate = model.copy()
+            surrogate.finetune(x, self.tuning, generator, classes)
+            x_adv = self._attack(surrogate, x, seeds, noise, start=x_adv)
+            model.finetune(x_adv, self.tuning, generator, classes)
+        return x_adv
+
+
+class FSMG(AntiDreamBooth):
+    name = "fsmg"
+
+    def __init__(self, model: str = "stabilityai/stable-diffusion-2-1-base",
+                 eps: float = EPS, step: float = STEP, iterations: int = 100,
+                 surrogate_steps: int = 1000, surrogate_batch: int = 2,
+                 learning_rate: float = 5e-7, instance_prompt: str = "a photo of sks person",
+                 class_prompt: str = "a photo of person", class_data_dir: str | None = None,
+                 num_class_images: int = 200, prior_loss_weight: float = 1.0,
+                 train_text_encoder: bool = True, max_grad_norm: float | None = 1.0,
+                 dtype: str = "fp32", precision: str = "fp32", device: str = "auto"):
+        tuning = FineTuning(surrogate_steps, learning_rate, surrogate_batch, prior_loss_weight,
+                            train_text_encoder, max_grad_norm, instance_prompt=instance_prompt,
+                            class_prompt=class_prompt)
+        self._setup(model, eps, step, iterations, tuning, class_data_dir, num_class_images,
+                    dtype, precision, device)
+
+    def protect(self, x: torch.Tensor, seeds: Sequence[int]) -> torch.Tensor:
+        x = x.to(self.device).float()
+        model = Personalised(self.parts, self.tuning.train_text_encoder)
+        model.finetune(x, self.tuning, self._set_generator(seeds, self.name),
+                       self.class_images(x))
+        return self._attack(model, x, seeds, NoiseStreams(seeds, self.device, self.name))
