@@ -23,6 +23,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from benchmark.cards import CARD_KEY, without_cards
 from benchmark.errors import BenchError
 
 COMPONENT_PACKAGES = ("benchmark.data", "benchmark.defenses", "benchmark.transforms",
@@ -48,9 +49,11 @@ RUNTIME_KEYS = frozenset({"device", "batch_size", "max_batch", "compile", "progr
 
 
 def semantic_config(config: Any) -> Any:
-    """A plain config without its RUNTIME_KEYS at any depth: what a cache key is made of."""
+    """A plain config without its RUNTIME_KEYS and its cards (`_card_`, documentation:
+    benchmark.cards) at any depth: what a cache key is made of."""
     if isinstance(config, dict):
-        return {k: semantic_config(v) for k, v in config.items() if k not in RUNTIME_KEYS}
+        return {k: semantic_config(v) for k, v in config.items()
+                if k not in RUNTIME_KEYS and k != CARD_KEY}
     if isinstance(config, (list, tuple)):
         return [semantic_config(v) for v in config]
     return config
@@ -145,6 +148,7 @@ def tag_group(error: BaseException, where: str) -> BaseException:
 
 def _build(cfg: DictConfig | dict, where: str, **kwargs: Any) -> Any:
     plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    plain = without_cards(plain)  # documentation: never a constructor's argument, at any depth
     if not isinstance(plain, dict) or "_target_" not in plain:
         keys = sorted(plain) if isinstance(plain, dict) else type(plain).__name__
         raise BenchError(f"{where}: no _target_ to build from (keys: {keys})")

@@ -279,6 +279,7 @@ def group_configs(group: str) -> dict[str, tuple[Path, str]]:
 
 
 def cmd_ls(args: argparse.Namespace) -> None:
+    from benchmark.cards import summary
     from benchmark.plugins import plugins
 
     if args.plugins:
@@ -297,7 +298,9 @@ def cmd_ls(args: argparse.Namespace) -> None:
         configs = group_configs(group)
         width = max([22] + [len(name) for name in configs])
         for name, (path, origin) in configs.items():
-            print(f"  {name:<{width}} {config_description(path)}" + (f"  [{origin}]" if origin else ""))
+            # a config with a card: its budget from the YAML values (benchmark/cards.py)
+            print(f"  {name:<{width}} {summary(path, config_description(path))}"
+                  + (f"  [{origin}]" if origin else ""))
 
 
 def _emit(text: str, output: str | None) -> None:

@@ -1,13 +1,15 @@
-"""The defense configs: published defaults, composition, validation, listing.
+"""The defense configs: published defaults, their cards, composition, validation, listing.
 
-Each defense's module docstring states its reference values once, with where
-they come from (paper / public code, in the reference's units and converted to
-pixel units out of 255: "eps 0.06 -> 7.65"). These tests read the values from
-those sentences and check that the conversion is right (x 127.5 for [-1, 1]
-units), that the YAML config says the same, and that the class's own default
-does too: a value mistyped in any one of the three fails.
+Each default has one home, its value in configs/defense/NAME.yaml. The config's card
+(`_card_`, benchmark/cards.py) states the reference's own value, its units and source; these
+tests, one per config file of the group, check that the card's value converted to pixel units
+out of 255 (x 127.5 for [-1, 1] units, x 255 for [0, 1]) is the YAML's, that the class's
+signature defaults agree with the YAML (or the card says why this config differs), and that the
+card never reaches a constructor or a cache key. A mistyped value in the YAML, a wrong
+conversion or a drifted signature default fails.
 """
 
+import importlib
 import inspect
 import re
 
@@ -18,27 +20,19 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from PIL import Image
 
+from benchmark import cards
 from benchmark.build import build
-from benchmark.defenses import (
-    advdm,
-    diffusionguard,
-    editshield,
-    facelock,
-    mist,
-    photoguard,
-    sds,
-)
 from benchmark.defenses.assets import default_pattern, make_pattern
 from benchmark.errors import ConfigValueError
 from benchmark.paths import config_dir
+from benchmark.provenance import weights
 
-PM1 = 127.5  # one unit of [-1, 1] in pixel units out of 255
-NUM = r"(\d+(?:\.\d+)?(?:e-?\d+)?)"
 # the config group is the registry: every defense it holds
 DEFENSES = sorted(p.stem for p in (config_dir() / "defense").glob("*.yaml"))
+NO_PAPER = {"none", "noise"}  # baselines: no reference to cite
 
 
-def defaults(name: str) -> dict:
+def composed(name: str) -> dict:
     """The defense's config at its published budget (`scale=full`), as Hydra composes it
     (the group file it extends merged in), interpolations left as written."""
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
@@ -46,142 +40,129 @@ def defaults(name: str) -> dict:
     return OmegaConf.to_container(cfg, resolve=False)["defense"]
 
 
-def stated(module, pattern: str) -> tuple[float, ...]:
-    """The numbers a phrase of the module's docstring states (whitespace-insensitive)."""
-    doc = " ".join(module.__doc__.split())
-    found = re.search(pattern, doc)
-    assert found, f"{module.__name__}'s docstring no longer states {pattern!r}"
-    return tuple(float(g) for g in found.groups())
+def target_class(config: dict) -> type:
+    module, _, name = config["_target_"].rpartition(".")
+    return getattr(importlib.import_module(module), name)
 
 
-def converted(module, key: str, suffix: str = "") -> float:
-    """'key A -> B' (A in [-1, 1] units, B out of 255): checks B = A * 127.5, returns B."""
-    reference, pixels = stated(module, rf"{key} {NUM}{suffix} -> {NUM}")
-    assert pixels == pytest.approx(reference * PM1), (module.__name__, key)
-    return pixels
+def same(a, b) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, bool) or isinstance(b, bool) or not isinstance(a, (int, float)):
+        return a == b
+    return isinstance(b, (int, float)) and b == pytest.approx(a, rel=1e-9, abs=1e-12)
 
 
-def signature_default(cls, key: str):
-    return inspect.signature(cls.__init__).parameters[key].default
+@pytest.fixture(scope="module")
+def configs() -> dict[str, dict]:
+    return {name: composed(name) for name in DEFENSES}
 
 
-def check_same(cls, config: dict, **values):
-    """The YAML and the class default hold each stated value."""
-    for key, value in values.items():
-        assert config[key] == pytest.approx(value), (cls.__name__, key, "yaml")
-        assert signature_default(cls, key) == pytest.approx(value), (cls.__name__, key, "code")
+@pytest.mark.parametrize("name", DEFENSES)
+def test_the_cards_reference_values_convert_to_the_yaml(name, configs):
+    config = configs[name]
+    card = config.get(cards.CARD_KEY) or {}
+    assert name == "none" or card, f"{name}.yaml has no {cards.CARD_KEY}"
+    for key, entry in (card.get("reference") or {}).items():
+        assert key in config, f"{name}: the card names {key!r}, which the YAML does not set"
+        assert entry.get("source"), f"{name}.{key}: the card gives no source"
+        assert "here" not in entry or entry.get("why"), f"{name}.{key}: `here` without `why`"
+        expected = cards.converted(entry)
+        assert same(expected, config[key]), (
+            f"{name}.{key}: the YAML holds {config[key]!r}; the card's reference "
+            f"{entry.get('value')!r} {entry.get('units') or ''} converts to {expected!r}")
+    assert weights({"card": card}) == {}, "a card key names a model: provenance would record it"
+    module = importlib.import_module(target_class(config).__module__)
+    for constant, entry in (card.get("constants") or {}).items():
+        assert same(cards.converted(entry), getattr(module, constant)), (name, constant)
 
 
-def test_photoguard_encoder_defaults():
-    cfg = defaults("photoguard_encoder")
-    (iterations,) = stated(photoguard, rf"decaying linearly to 1/100 of itself, {NUM} iterations")
-    check_same(photoguard.PhotoGuardEncoder, cfg, eps=converted(photoguard, "eps"),
-               step=converted(photoguard, "step"), iterations=iterations,
-               final_step_fraction=1 / 100)
-    assert cfg["schedule"] == "linear" and cfg["target"] == "zero"
-    inpaint = defaults("photoguard_encoder_inpaint")
-    (step,) = stated(photoguard, rf"step 0\.01 -> {NUM}")
-    assert inpaint["step"] == pytest.approx(step) == pytest.approx(0.01 * PM1)
-    assert (inpaint["variant"], inpaint["target"], inpaint["mask"]["region"]) == (
-        "inpaint", "image", "background")
+@pytest.mark.parametrize("name", DEFENSES)
+def test_the_class_keeps_no_other_default(name, configs):
+    """Every scalar the YAML sets equals the class's signature default for it, unless the card
+    lists the key under `variant` (this config's choice, with why), where it must differ."""
+    config = configs[name]
+    variant = (config.get(cards.CARD_KEY) or {}).get("variant") or {}
+    parameters = inspect.signature(target_class(config).__init__).parameters
+    for key, value in config.items():
+        if key.startswith("_") or (isinstance(value, str) and "${" in value):
+            continue  # the job's values (device, precision, dataset) are not the class's
+        assert key in parameters, f"{name}: {key} is not a parameter of {config['_target_']}"
+        default = parameters[key].default
+        if default is inspect.Parameter.empty or (default is None
+                                                   and isinstance(value, (list, dict))):
+            continue  # required, or None standing for an empty list / dict
+        if key in variant:
+            assert not same(default, value), f"{name}: {key} is listed as a variant but equals"
+        else:
+            assert same(default, value), (
+                f"{name}: the YAML's {key}={value!r} but the class's default is {default!r}")
+    assert set(variant) <= set(config), (name, set(variant) - set(config))
 
 
-def test_photoguard_diffusion_defaults():
-    l2, linf = defaults("photoguard_diffusion"), defaults("photoguard_diffusion_linf")
-    cls = photoguard.PhotoGuardDiffusion
-    (steps,) = stated(photoguard, rf"{NUM} denoising steps of DDIM")
-    (eta,) = stated(photoguard, rf"DDIM with eta {NUM}")
-    (guidance,) = stated(photoguard, rf"guidance {NUM}")
-    (iterations,) = stated(photoguard, rf"{NUM} iterations, target 0")
-    (reps,) = stated(photoguard, rf"`grad_reps={NUM}`")
-    eps_ref, eps, step_ref, step = stated(
-        photoguard, rf"the demo's run: eps {NUM} -> {NUM}, step {NUM} -> {NUM}")
-    assert (eps, step) == pytest.approx((eps_ref * PM1, step_ref * PM1))
-    check_same(cls, l2, eps=eps, step=step, steps=steps, eta=eta, guidance=guidance,
-               iterations=iterations, grad_samples=reps)
-    assert l2["norm"] == "l2" == signature_default(cls, "norm")
-    assert l2["scheduler"] == "ddim" == signature_default(cls, "scheduler")
-    linf_eps, linf_step = stated(photoguard, rf"eps 0\.1 -> {NUM}, step 0\.006 -> {NUM}")
-    (linf_reps,) = stated(photoguard, rf"default of {NUM} repeats")
-    assert (linf["eps"], linf["step"], linf["grad_samples"]) == pytest.approx(
-        (linf_eps, linf_step, linf_reps))
-    assert (linf_eps, linf_step) == pytest.approx((0.1 * PM1, 0.006 * PM1))
-    assert linf["norm"] == "linf" and linf["iterations"] == iterations
+@pytest.mark.parametrize("name", sorted(set(DEFENSES) - NO_PAPER))
+def test_every_card_cites_its_paper_and_the_references_precision(name, configs):
+    card = configs[name][cards.CARD_KEY]
+    for field in ("paper", "authors", "year", "venue", "code", "attacks", "objective",
+                  "precision", "reference"):
+        assert card.get(field), f"{name}: the card has no {field}"
+    assert card.get("arxiv") is None or str(card["arxiv"]).replace(".", "").isdigit()
+    assert str(target_class(configs[name]).reference_precision) == card["precision"]
 
 
-@pytest.mark.parametrize("module, cls, names", [
-    (advdm, advdm.AdvDM, ["advdm"]), (mist, mist.Mist, ["mist"]),
-    (sds, sds.ScoreDistillation, ["sds", "sds_plus", "sdst"]),
-])
-def test_linf_budgets_steps_and_iterations(module, cls, names):
-    eps, step, iterations = stated(module, rf"eps {NUM}/255, step {NUM}/255, {NUM} iterations")
-    for name in names:
-        check_same(cls, defaults(name), eps=eps, step=step, iterations=iterations)
+@pytest.mark.parametrize("name", DEFENSES)
+def test_the_card_reader_composes_as_hydra_does(name, configs):
+    """bench ls and the docs read cards without Hydra: the same card and values."""
+    read = cards.read(config_dir() / "defense" / f"{name}.yaml")
+    assert read.get(cards.CARD_KEY) == configs[name].get(cards.CARD_KEY)
+    for key in ("eps", "step", "iterations", "norm", "lr", "grad_samples", "schedule",
+                "final_step_fraction"):
+        assert read.get(key) == configs[name].get(key), (name, key)
 
 
-def test_mist_objective_and_model():
-    cfg = defaults("mist")
-    (weight,) = stated(mist, rf"10\^\(rate\+3\) = {NUM}")
-    check_same(mist.Mist, cfg, weight=weight)
-    assert cfg["mode"] == "fused" and "mode 2 = fused" in " ".join(mist.__doc__.split())
-    model = re.search(r"here (\S+/\S+) in diffusers form", " ".join(mist.__doc__.split()))[1]
-    assert cfg["model"] == model == signature_default(mist.Mist, "model")
-    assert "v1-4" in model
-    prompt = re.search(r'the prompt "([^"]+)"', " ".join(mist.__doc__.split()))[1]
-    assert cfg["prompt"] == prompt == signature_default(mist.Mist, "prompt")
+def test_units_convert_as_the_design_says():
+    assert cards.converted({"value": 0.06, "units": "[-1,1]"}) == pytest.approx(7.65)
+    assert cards.converted({"value": 0.025, "units": "[0,1]"}) == pytest.approx(6.375)
+    assert cards.converted({"value": "16/255", "units": "[-1,1]"}) == pytest.approx(8)
+    assert cards.converted({"value": 35, "units": "%"}) == pytest.approx(0.35)
+    assert cards.converted({"value": "a", "here": "b", "why": "w"}) == "b"
+    with pytest.raises(ValueError, match="unknown units"):
+        cards.converted({"value": 1, "units": "[-1, 1]"})
 
 
-def test_sds_directions():
-    assert (defaults("sds")["direction"], defaults("sds_plus")["direction"]) == ("-", "+")
-    assert defaults("sdst")["textural"] is True and not defaults("sds")["textural"]
+# -- the card is documentation: never a constructor's argument, never in a cache key ------------
 
 
-def test_diffusionguard_defaults():
-    cfg = defaults("diffusionguard")
-    reference_eps, eps = stated(diffusionguard, rf"eps {NUM}/255 in \[-1, 1\] units -> {NUM}")
-    reference_step, step, iterations = stated(diffusionguard,
-                                              rf"step {NUM}/255 -> {NUM}, {NUM} iterations")
-    assert (eps, step) == pytest.approx((reference_eps / 2, reference_step / 2))  # [-1, 1] span 2
-    strength, smoothness, rounds = stated(
-        diffusionguard, rf"strength {NUM}, smoothness {NUM} and up to {NUM} rounds")
-    (steps,) = stated(diffusionguard, rf"{NUM} inference steps")
-    check_same(diffusionguard.DiffusionGuard, cfg, eps=eps, step=step, iterations=iterations,
-               steps=steps, contour_strength=strength, contour_smoothness=smoothness,
-               contour_rounds=rounds)
-    assert cfg["mask_augmentation"] == "contour_shrink"
+def test_a_card_neither_reaches_the_class_nor_changes_a_cache_key():
+    from benchmark.cache import cache_key
+    from benchmark.results.job_files import config_fingerprint
+
+    plain = {"_target_": "benchmark.defenses.noise.UniformNoise", "eps": 8.0}
+    carded = {**plain, cards.CARD_KEY: {"paper": "P", "reference": {"eps": {"value": 8}}}}
+    edited = {**plain, cards.CARD_KEY: {"paper": "another title", "deviations": ["new"]}}
+    assert build(carded, "defense").eps == build(plain, "defense").eps  # no TypeError: not passed
+    keys = {cache_key("protect", c, "1", ["in"], 0) for c in (plain, carded, edited)}
+    assert len(keys) == 1
+    nested = {"defense": {**plain, "eot": [{**carded, cards.CARD_KEY: {"x": 1}}]}}
+    assert cache_key("job", nested, "1", [], 0) == cache_key(
+        "job", {"defense": {**plain, "eot": [plain]}}, "1", [], 0)
+    assert config_fingerprint({"defense": carded}) == config_fingerprint({"defense": plain})
+    assert weights({"defense": {**carded, cards.CARD_KEY: {"reference": {
+        "model": {"value": "runwayml/x"}}}}}) == {}
 
 
-def test_editshield_defaults():
-    cfg = defaults("editshield")
-    (lr,) = stated(editshield, rf"lr {NUM} on \[0, 1\] pixels")
-    (iterations,) = stated(editshield, rf"{NUM} iterations, no budget")
-    check_same(editshield.EditShield, cfg, lr=lr, iterations=iterations)
-    assert cfg["eps"] is None and cfg["setting"] == "gaussian" == signature_default(
-        editshield.EditShield, "setting")
-    assert cfg["beta"] is None and cfg["blur_weight"] is None  # the setting's, below
-    beta, blur, size, sigma = stated(
-        editshield, rf"x_0 = x, beta {NUM}, and blur_weight {NUM} on a {NUM}x\d Gaussian blur "
-                    rf"of sigma {NUM}")
-    assert editshield.SETTINGS["gaussian"] == (beta, blur)
-    assert (editshield.BLUR_SIZE, editshield.BLUR_SIGMA) == (size, sigma)
-    degrees, rotate_beta = stated(
-        editshield, rf"rotated by {NUM} degrees \([^)]*\), beta {NUM} as in the other two")
-    assert rotate_beta == beta  # the repository's HEAD (its first release had none there)
-    assert editshield.ROTATE_DEGREES == degrees and editshield.SETTINGS["rotate"] == (beta, 0)
+def test_every_cards_keys_stay_out_of_the_jobs_cache_key():
+    """The resolved config a job hashes: the same with the card as without."""
+    from benchmark.cache import cache_key
 
-
-def test_facelock_defaults():
-    cfg = defaults("facelock")
-    cls = facelock.FaceLock
-    eps = converted(facelock, "eps", r" in \[-1, 1\] units")
-    (iterations,) = stated(facelock, rf"decaying linearly to 1/100, {NUM} iterations")
-    (latent,) = stated(facelock, rf"\+ {NUM} \* MSE\(z, E\(x\)\)")
-    (identity_pct,) = stated(facelock, rf"a\(i\) = 1 from {NUM} %")
-    (perceptual_pct,) = stated(facelock, rf"b\(i\) = 1 after {NUM} %")
-    check_same(cls, cfg, eps=eps, step=converted(facelock, "step"), iterations=iterations,
-               latent_weight=latent, identity_from=identity_pct / 100,
-               perceptual_after=perceptual_pct / 100, final_step_fraction=1 / 100)
-    assert cfg["schedule"] == "linear" and cfg["lpips_net"] == "vgg"
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose("config", overrides=["defense=facelock", "scale=full"])
+    resolved = OmegaConf.to_container(cfg.defense, resolve=True)
+    assert cards.CARD_KEY in resolved
+    assert cache_key("protect", resolved, "1", [], 0) == cache_key(
+        "protect", cards.without_cards(resolved), "1", [], 0)
 
 
 # -- composition, validation, listing -------------------------------------------------------------
@@ -229,11 +210,22 @@ def test_bad_values_stop_the_build(name, override):
         build(compose_tiny(name, override).defense, "defense")
 
 
-def test_bench_ls_lists_every_defense_with_its_budget(tmp_path):
+def test_bench_ls_lists_every_defense_with_its_budget(tmp_path, configs):
+    """Each line shows the YAML's budget (and the reference's units, from the card)."""
     out = bench("ls", "defense", cwd=tmp_path).stdout
     for name in DEFENSES:
         line = next(line for line in out.splitlines() if line.split()[:1] == [name])
-        assert re.search(r"eps \d|no budget|no protection", line), line
+        config = configs[name]
+        if cards.CARD_KEY not in config:  # a config without a card: its first comment line
+            assert re.search(r"eps \d|no budget|no protection", line), line
+            continue
+        if "eps" not in config:
+            assert "no protection" in line or cards.CARD_KEY not in config, line
+            continue
+        budget = cards.budget_cells(config)["budget"]
+        assert ("no budget" if budget == "none" else f"eps {budget}") in line, line
+        if "iterations" in config:
+            assert f"{config['iterations']} iterations" in line, line
 
 
 def test_the_shipped_pattern_is_the_generators_output():

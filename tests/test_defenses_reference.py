@@ -10,6 +10,7 @@ batch.
 """
 
 import importlib
+import importlib.util
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -354,8 +355,17 @@ def defense_class(name: str):
     return getattr(importlib.import_module(module), cls)
 
 
+def rendered_defenses_page() -> str:
+    """docs/defenses.md as the site shows it: its tables made from the configs' cards."""
+    spec = importlib.util.spec_from_file_location("catalogue", README.parent / "hooks" /
+                                                  "catalogue.py")
+    hook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hook)
+    return hook.on_page_markdown(README.read_text())
+
+
 def readme_defense_table() -> dict[str, dict[str, str]]:
-    text = README.read_text()
+    text = rendered_defenses_page()
     section = text[text.index("\n## Defenses"):]
     section = section[:section.index("\n## ", 5)]
     rows = [line for line in section.splitlines() if line.startswith("| `")]

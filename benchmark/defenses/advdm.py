@@ -8,8 +8,8 @@ ICML 2023. arXiv:2302.04578.
     with z = E(x_adv) a sample of the VAE posterior (scaled by 0.18215).
 
 Defaults from the public code of the score-distillation follow-up, which runs
-AdvDM as its baseline (xavihart/Diff-Protect, `attack.mode=advdm`, `g_mode=+`):
-eps 16/255, step 1/255, 100 iterations, sign steps at a constant step size,
+AdvDM as its baseline (xavihart/Diff-Protect, `attack.mode=advdm`, `g_mode=+`; values
+and sources: configs/defense/advdm.yaml's card): sign steps at a constant step size,
 uniform random start clipped to the image range before the first gradient
 (advertorch's LinfPGDAttack: `clip_start`), one timestep and one noise draw per
 iteration, the prompt it uses for portraits ("a portrait photo"). `direction: "-"`

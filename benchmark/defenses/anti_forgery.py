@@ -8,9 +8,9 @@ DeepFake Disruption Attack via Adversarial Perceptual-aware Perturbations", IJCA
   perturbation is added to the scaled a/b channels only (utils.py `lab_attack`), so
   lightness is untouched; here through kornia's `rgb_to_lab` / `lab_to_rgb` (the same
   sRGB/D65 formulas; kornia clips the linear RGB of out-of-gamut colours to [0, 1]).
-- `epsilon=0.05` on the scaled a/b (= 5.5 Lab a/b units), the perturbation clamped to
-  it (`torch.clamp(pert_a, -epsilon, epsilon)`), starting at 0.
-- `torch.optim.Adam([pert_a], lr=1e-4, betas=(0.9, 0.999))`, `--attack_iters 100`.
+- `epsilon` on the scaled a/b, the perturbation clamped to it (`torch.clamp(pert_a,
+  -epsilon, epsilon)`), starting at 0; Adam; values and lines:
+  configs/defense/anti_forgery.yaml's card.
 - loss `-MSELoss(G(x_adv, c_i), G(x, c_i))` with `c_i = c_trg[i % 5]`: one of StarGAN's
   five targets per iteration in turn (`condition: cycle`).
 

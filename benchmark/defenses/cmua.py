@@ -5,13 +5,13 @@ Universal Adversarial Watermark for Combating Deepfakes", AAAI 2022. arXiv:2105.
 Defaults from github.com/VDIGPKU/CMUA-Watermark (setting.json, attacks.py,
 universal_attack.py), in the [-1, 1] units of its images:
 
-- `epsilon: 0.05` -> 6.375 pixel units out of 255; `a: 0.01` -> 1.275; `k: 10`
-  iterations per (batch, model, target); `momentum: 0.5`; `star_factor`, `att_factor`:
-  1 (the per-model step factors of setting.json, here `factors`, one per editor).
-- training set: `batch_size: 64` (here `watermark_batch`: the cache drops keys named
+- `epsilon`, `a`, `k` (iterations per (batch, model, target)), `momentum` and the
+  training set's size: configs/defense/cmua.yaml's card; `star_factor`, `att_factor`:
+  the per-model step factors of setting.json, here `factors`, one per editor.
+- training set: `batch_size` (here `watermark_batch`: the cache drops keys named
   `batch_size` as runtime-only, but this one changes the watermark, which is a mean over
-  each batch and gets one momentum update per batch), `num_test: 128` (two batches, one
-  pass) of CelebA's test split in file order; images at `img_size: 256`.
+  each batch and gets one momentum update per batch), `num_test` (one pass) of CelebA's
+  test split in file order; images at `img_size: 256`.
 - per batch, per editor (StarGAN's 5 targets, then AttGAN's source vector and its 13
   single-attribute flips), per target: clean edit y = G(x, c); x' = x + U(-eps, eps);
   10 times: g = sign(grad MSE(G(x', c), y)) (the first at the unclipped x + U(-eps, eps):

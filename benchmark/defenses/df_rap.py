@@ -4,9 +4,8 @@ Qu, Xi, Lu, Luo, Wang and Li, "DF-RAP: A Robust Adversarial Perturbation for
 Defending against Deepfakes in Real-world Social Network Scenarios", IEEE TIFS 19,
 2024. Defaults from github.com/ZOMIN28/DF_RAP, in the [-1, 1] units of its images:
 
-- attack.py `LinfPGDAttack(epsilon=0.05, k=10, a=0.01)`, `self.rand = True`:
-  eps 0.05 -> 6.375 pixel units out of 255, step 0.01 -> 1.275 (sign steps),
-  10 iterations, uniform random start; the first gradient is taken at X_nat + delta_0
+- attack.py `LinfPGDAttack` (values, units and lines: configs/defense/df_rap.yaml's
+  card): sign steps, uniform random start; the first gradient is taken at X_nat + delta_0
   before any clipping (`clip_start: false`; the first step's projection clips).
 - loss `mse_loss(G(ComG(x_adv), c), G(x, c))`, maximised: the editor sees the
   perturbed image after ComGAN, a U-Net trained to imitate the compression of online

@@ -14,11 +14,10 @@ kept (face) region's contour at random (`shrink_region`), so that the
 perturbation keeps working when the editor's mask differs from the one used.
 Only the kept region is perturbed.
 
-Defaults from choi403/DiffusionGuard (config/diffusionguard.yaml): eps
-16/255 in [-1, 1] units -> 8, step 1/255 -> 0.5, 800 iterations, sign steps at a
-constant step, no random start, 4 inference steps (T_1 their first), one noise
-batch per image, one gradient sample, mask augmentation `contour_shrink` with
-strength 1.1, smoothness 0.1 and up to 15 rounds, SD inpainting. The face
+Defaults from choi403/DiffusionGuard (config/diffusionguard.yaml; values, their [-1, 1]
+units and sources: configs/defense/diffusionguard.yaml's card): sign steps at a constant
+step, no random start, T_1 the first of the inference steps, mask augmentation
+`contour_shrink`, SD inpainting. The face
 region comes from the detector (benchmark/defenses/masks.py: the `sd_inpaint`
 generator's rule). The shrink follows utils/mask_generation.py and
 utils/utils.py there (benchmark/defenses/masks.py `shrink_region`): region

@@ -6,10 +6,10 @@ Workshops 2020. arXiv:2003.01279. Defaults from github.com/natanielruiz/disrupti
 stargan/attacks.py `LinfPGDAttack(epsilon=0.05, k=10, a=0.01)` and stargan/solver.py
 `test_attack`, in the [-1, 1] units of its images:
 
-- eps 0.05 -> 0.05 / 2 * 255 = 6.375 pixel units out of 255 (0.025 in [0, 1]).
-- step 0.01 -> 1.275 pixel units, sign steps (`X + a * grad.sign()`), constant.
-- iterations 10 (`k=10`, the default of `LinfPGDAttack`; the ECCV-W text reports other
-  counts for some experiments, the code's default is the one taken here).
+- eps, step and iterations: configs/defense/disrupting_deepfakes.yaml's card (the
+  reference's values, units and lines); sign steps (`X + a * grad.sign()`), constant; the
+  ECCV-W text reports other iteration counts for some experiments, the code's default is
+  the one taken here.
 - random start: `self.rand = True`, uniform in [-eps, eps] (PGD, not I-FGSM), the first
   gradient taken at X_nat + delta_0 before any clipping (`clip_start: false`; the first
   step's projection clips to [-1, 1]).

@@ -11,26 +11,25 @@ random timestep concatenated with the image-conditioning latent (both drawn
 from the VAE posterior), and x_0 the image the optimisation starts from.
 
 Defaults from Allen-piexl/Editshield (EOT_Gaussion.py, EOT_Center.py,
-EOT_Resize.py, Functions.py `get_emb`): Adam with torch's defaults (lr 1e-3 on
-[0, 1] pixels), 30 iterations, no budget enforced (its `pgd_eps` is never
+EOT_Resize.py, Functions.py `get_emb`; values and sources: configs/defense/editshield.yaml's
+card, which also states this module's constants): Adam with torch's defaults on
+[0, 1] pixels, no budget enforced (its `pgd_eps` is never
 applied; pixels are kept in [0, 1] here), t ~ U[0, 1000),
 timbrooks/instruct-pix2pix. The public code has one script per EOT setting and
 applies that setting's transform once, before optimising, never per step
 (`setting`, one run per setting):
 
-- `gaussian` (default; EOT_Gaussion.py): x_0 = x, beta 0.1, and
-  blur_weight 0.1 on a 5x5 Gaussian blur of sigma 1.5 (zero padding) of x_adv
-  against the same blur of x.
+- `gaussian` (default; EOT_Gaussion.py): x_0 = x, beta, and blur_weight on a
+  Gaussian blur (zero padding) of x_adv against the same blur of x.
 - `center` (EOT_Center.py): x_0 = the centre crop of x to its short side (the
   identity on the square images it and the benchmark use; a non-square image
-  keeps its shape here), beta 0.1.
-- `rotate` (EOT_Resize.py, which rotates): x_0 = x rotated by 5 degrees
-  (torchvision's rotate: counter-clockwise, nearest, corners 0), beta 0.1 as in the
-  other two settings (the repository's HEAD, 3b90e2b; its first release, eb18bef, had
+  keeps its shape here), beta.
+- `rotate` (EOT_Resize.py, which rotates): x_0 = x rotated (torchvision's rotate:
+  counter-clockwise, nearest, corners 0), beta as in the other two settings (the repository's HEAD, 3b90e2b; its first release, eb18bef, had
   no perceptual term there); the released image is the rotated one, as there.
 - `per_step`: this benchmark's earlier variant, not the public code's: one
   transform of `eot` (default: centre crop keeping 80-100 %, Gaussian blur
-  sigma 1.5, rotation by up to 5 degrees) drawn per image and step, beta 0.1.
+  sigma 1.5, rotation by up to 5 degrees) drawn per image and step.
 
 `beta` and `blur_weight` left null take the setting's values. Deliberate
 differences: images enter the VAE in [-1, 1], as SD's VAE expects (the

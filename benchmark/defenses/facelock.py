@@ -9,13 +9,13 @@ clipped to [-1, 1], PGD ascends
 
     - a(i) * cos(F(x_rec), F(x))  +  0.2 * MSE(z, E(x))  +  b(i) * LPIPS(x_rec, x)
 
-where F is a face recogniser, a(i) = 1 from 35 % of the iterations on and b(i)
-= 1 after 25 % (0 before): the latent and perceptual terms move the image
-first, then the identity term pushes the reconstruction's face away from x's.
+where F is a face recogniser, a(i) = 1 from `identity_from` of the iterations on and
+b(i) = 1 after `perceptual_after` (0 before): the latent and perceptual terms move the
+image first, then the identity term pushes the reconstruction's face away from x's.
 
-Defaults from taco-group/FaceLock (defend.py, methods.py `facelock`): eps 0.03
-in [-1, 1] units -> 3.825/255, step 0.01 -> 1.275 decaying linearly to 1/100,
-100 iterations, uniform random start clipped to the image range before the first
+Defaults from taco-group/FaceLock (defend.py, methods.py `facelock`; values, their
+[-1, 1] units and sources: configs/defense/facelock.yaml's card): the step decaying
+linearly, uniform random start clipped to the image range before the first
 gradient (`facelock` clamps X + delta_0: `clip_start`), LPIPS with VGG, the CVLFace
 AdaFace recogniser with its DFA aligner, native resolution. Reference model:
 timbrooks/instruct-pix2pix. Reference precision: fp16 weights, fp16 autocast

@@ -22,9 +22,9 @@ near the border), and the whole perturbation is then low-passed in 8x8 block-DCT
 before the projection onto the budget.
 
 Defaults, from kuai-lab/iccv25_faceshield:
-- README.md (run.sh settings): eps (`noise_clamp`) 12 in 0-255 units, step 1, 30
-  iterations (`total_iter`; the stored run.sh has 35), projection loss `l1`, attention
-  loss `l2`, `attn_threshold` 0.2, ArcFace loss `cosine`, 512 px (`resize_shape`).
+- README.md (run.sh settings; values and lines: configs/defense/faceshield.yaml's card):
+  eps (`noise_clamp`, 0-255 units), step, iterations (`total_iter`), projection loss `l1`,
+  attention loss `l2`, `attn_threshold`, ArcFace loss `cosine`, 512 px (`resize_shape`).
 - attack.py `attack`: zero start (no random start); loss 4 * id_loss + (-clip_loss +
   attn_loss), id_loss = -(1 - cos_r50) - (1 - cos_r100) (utils/utils.py CosineLoss),
   i.e. 4 * (cos_r50 + cos_r100) up to a constant; the empty prompt; timestep 0; the

@@ -6,11 +6,11 @@ arXiv:2305.12683, 2023 (Mist v1).
     minimise  ||E(x_adv) - E(pattern)||_2^2  -  w * E_{t, eps} ||eps_theta(z_t, t, c) - eps||^2
     (mode `fused`; `textural` keeps the first term, `semantic` the second, i.e. AdvDM)
 
-Defaults from psyker-team/mist (mist_v3.py, its argument defaults): eps 16/255,
-step 1/255, 100 iterations of advertorch's L-inf PGD (sign steps, constant step,
+Defaults from psyker-team/mist (mist_v3.py, its argument defaults; values and sources:
+configs/defense/mist.yaml's card): advertorch's L-inf PGD (sign steps, constant step,
 uniform random start, clipped to the image range before the first gradient as
-Masked_PGD.py's `perturb` does: `clip_start`), mode 2 = fused with weight 10^(rate+3) = 1e4, the
-prompt "a painting" (its default style template), latents sampled from the
+Masked_PGD.py's `perturb` does: `clip_start`), mode 2 = fused, its default style
+template as the prompt, latents sampled from the
 VAE posterior for the image and the pattern (sum-reduced MSE), at 512 px.
 Its `target_model.forward` encodes the image twice, once for each term, so the
 textural and the semantic loss see two independent posterior samples; so do

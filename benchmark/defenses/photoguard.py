@@ -1,17 +1,16 @@
 """PhotoGuard: the encoder attack and the diffusion attack.
 
 Salman, Khaddaj, Leclerc, Ilyas, Madry. "Raising the Cost of Malicious AI-Powered
-Image Editing." ICML 2023. arXiv:2302.06588. Defaults from MadryLab/photoguard's
-notebooks; their [-1, 1] units are converted to pixel units out of 255.
+Image Editing." ICML 2023. arXiv:2302.06588. Code: MadryLab/photoguard's notebooks. The
+defaults, their [-1, 1] values and sources are the cards of configs/defense/photoguard_*.yaml.
 
 Encoder attack (`PhotoGuardEncoder`): minimise ||E(x_adv) - z_target|| by L-inf
 PGD against an image encoder E (the latent mean of the SD VAE for real runs).
-- img2img demo (default): eps 0.06 -> 7.65, step 0.02 -> 2.55 decaying linearly
-  to 1/100 of itself, 1000 iterations, uniform random start, z_target = 0.
+- img2img demo (default): the step decays linearly, uniform random start, z_target = 0.
 - inpainting demo (`variant: inpaint`, configs/defense/photoguard_encoder_inpaint.yaml):
   the encoder sees the masked image the inpainting pipeline encodes (the region
-  to repaint set to 0 in [-1, 1]); only the kept region is perturbed; step 0.01
-  -> 1.275; z_target = E(target image) (`target: image`; the demo's target is a
+  to repaint set to 0 in [-1, 1]); only the kept region is perturbed; a smaller step;
+  z_target = E(target image) (`target: image`; the demo's target is a
   web photo, here the shipped pattern unless `target_image` names a file).
 - Random start (`clip_start: false`, both demos' `pgd`): the first gradient is taken at
   x + delta_0 before any clipping to the image range (the first step's projection clips);
@@ -32,19 +31,16 @@ PGD against an image encoder E (the latent mean of the SD VAE for real runs).
 Diffusion attack (`PhotoGuardDiffusion`): backpropagate through the inpainting
 pipeline, ||pipe(x_adv) - target||_2 minimised, the demo's complex attack
 (notebooks/demo_complex_attack_inpainting.ipynb, `attack_forward`, `super_l2`,
-`super_linf`): empty prompt, 4 denoising steps of DDIM with eta 1 and guidance
-7.5 from fresh latents, 200 iterations, target 0 in [-1, 1] (grey), no random
-start, constant step. The demo passes eta=1 to the pipeline's own scheduler,
+`super_linf`): empty prompt, a few denoising steps of DDIM from fresh latents,
+target 0 in [-1, 1] (grey), no random start, constant step. The demo passes eta=1 to the pipeline's own scheduler,
 and runwayml/stable-diffusion-inpainting ships DDIMScheduler (its
 model_index.json and scheduler/scheduler_config.json, diffusers 0.6.0:
 scaled-linear betas 0.00085..0.012, steps_offset 1, set_alpha_to_one false), so
 `scheduler: ddim` is the default and runs whatever the checkpoint ships;
 `scheduler: default` takes the checkpoint's own (eta is passed whenever that
-scheduler's step takes one). L2 (the demo's run: eps 16 -> 2040, step 1 ->
-127.5, per-image L2 norms in pixel units out of 255, the gradient averaged over
-`grad_reps=10` repeats) or L-inf (its commented alternative: eps 0.1 -> 12.75,
-step 0.006 -> 0.765, `super_linf`'s default of 5 repeats,
-configs/defense/photoguard_diffusion_linf.yaml). Gradient checkpointing of
+scheduler's step takes one). L2 (the demo's run: per-image L2 norms in pixel
+units out of 255, the gradient averaged over repeats) or L-inf (its commented
+alternative, configs/defense/photoguard_diffusion_linf.yaml). Gradient checkpointing of
 every UNet call and of the decoder keeps the activations of one call at a time,
 so the attack fits a 80 GB GPU at 512 px. Reference model:
 runwayml/stable-diffusion-inpainting (its copy stable-diffusion-v1-5/stable-diffusion-inpainting,

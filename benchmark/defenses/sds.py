@@ -22,10 +22,10 @@ its textural loss (`x_target`), after drawing the pattern's sample, and so do we
 (seeded like every other draw).
 
 Defaults from the paper's code (xavihart/Diff-Protect, configs/attack/base.yaml
-and code/attacks.py `pgd_sds`): eps 16/255, step 1/255, 100 iterations, sign
+and code/attacks.py `pgd_sds`; values and sources: configs/defense/sds.yaml's card): sign
 steps at a constant step, no random start, one timestep and noise draw per
-iteration, direction "-", target rate 5 for SDST (its `target_rate`), the
-prompt it uses for portraits ("a portrait photo"). Reference model: SD v1.4
+iteration, the target rate of SDST (its `target_rate`), the prompt it uses for
+portraits. Reference model: SD v1.4
 (Diff-Protect's README downloads sd-v1-4.ckpt as ckpt/model.ckpt), here
 CompVis/stable-diffusion-v1-4 in diffusers form; `model` takes any other SD 1.x.
 Reference precision: fp32 (its LatentDiffusion is loaded in float32, no autocast).

@@ -13,11 +13,12 @@ loss") makes the reference image explain the frame by itself, so the audio loses
 control over the generated video (the paper's reading of its stage I).
 
 Values from the reference (all in Silencer-I/protect/):
-- protect_hallo.sh / README "used in paper": mode hallo, g_mode "-", min_timesteps 200;
-  configs/attack/base.yaml: epsilon 16, steps 100, alpha 1, input_size 512.
+- protect_hallo.sh / README "used in paper": mode hallo, g_mode "-", min_timesteps;
+  configs/attack/base.yaml: epsilon, steps, alpha, input_size 512 (values and lines:
+  configs/defense/silencer_i.yaml's card).
 - protect_hallo.py `init`: epsilon and alpha are 0-255 units converted to [-1, 1]
-  (x 2/255), i.e. eps 16/255 and step 1/255 on [0, 1] images; `HalloNet.__init__`:
-  max_timesteps = min_timesteps + 100.
+  (x 2/255), i.e. the same numbers out of 255 on [0, 1] images; `HalloNet.__init__`:
+  max_timesteps = min_timesteps + the span.
 - attacks.py `Linf_PGD_Hallo.pgd_sds_hallo`: uniform random start in [-eps, eps], the first
   gradient taken at the unclipped x + delta_0 (`clip_start: false`); step size
   decayed linearly from alpha to alpha/100 over the iterations (PGD `schedule: linear`,
