@@ -168,6 +168,12 @@ def _encode_npy(a: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def _encode_rgb8(pixels: np.ndarray) -> bytes:
+    # to_uint8's pixels are a transposed view: NumPy's copy into C order lets go of the GIL,
+    # np.save's own strided copy would hold it (the job's thread waits on it)
+    return _encode_npy(np.ascontiguousarray(pixels))
+
+
 def _encode_png(pixels: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(pixels, mode="RGB").save(buf, format="PNG", compress_level=1)
@@ -181,7 +187,7 @@ def _rgb8(a: np.ndarray) -> bool:
 # Images: raw uint8 .npy (issue 26: save 3 ms, load 1.5 ms at 512 px against PNG level 1's
 # 42-54 ms and 15-17 ms; 1.4-1.9x PNG's bytes; docs/performance.md), PNG before it (read,
 # and written only where image_ext says so). benchmark.results.plots names both extensions.
-_IMAGE_ENCODERS = {".rgb.npy": _encode_npy, ".png": _encode_png}
+_IMAGE_ENCODERS = {".rgb.npy": _encode_rgb8, ".png": _encode_png}
 _KINDS = {k.ext: k for k in (
     _Kind(".rgb.npy", _decode_npy, _rgb8),
     _Kind(".png", _decode_png, _rgb8),

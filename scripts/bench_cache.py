@@ -135,10 +135,10 @@ def formats(sets: dict, repeats: int, folder: Path) -> None:
 
 
 class _Timed:
-    """Accumulates the main thread's time in the cache calls a job makes."""
+    """Accumulates the main thread's time in the cache calls a job makes, per method."""
 
     def __init__(self, cache):
-        self.cache, self.seconds = cache, 0.0
+        self.cache, self.seconds = cache, {}
 
     def __getattr__(self, name):
         method = getattr(self.cache, name)
@@ -148,16 +148,21 @@ class _Timed:
             try:
                 return method(*args, **kwargs)
             finally:
-                self.seconds += time.perf_counter() - start
+                self.add(name, time.perf_counter() - start)
         return timed
 
+    def add(self, name: str, seconds: float) -> None:
+        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
 
-def _job(cache, xs: list[torch.Tensor], transform, behind: bool) -> tuple[float, float, float]:
-    """(transform compute, cache on the main thread, warm reads) seconds per image."""
+
+def _job(cache, xs: list[torch.Tensor], transform, behind: bool) -> dict[str, float]:
+    """Seconds per image: the transform's compute, the main thread's time in each cache call
+    of a cold job (the block's end: waiting for the writer), the whole cold job, warm reads."""
     from benchmark.cache import ArtifactCache
 
     timed = _Timed(cache)
     compute, keys = 0.0, []
+    began = time.perf_counter()
     block = cache.write_behind() if behind else contextlib.nullcontext()
     with block:
         for i, x in enumerate(xs):
@@ -173,13 +178,18 @@ def _job(cache, xs: list[torch.Tensor], transform, behind: bool) -> tuple[float,
                 timed.save_image("transform", k, yi, {"config": {"image": i}})
             keys.append(mine)
         start = time.perf_counter()
-    cold = timed.seconds + time.perf_counter() - start  # the block's end waits for the writer
-    timed.seconds = 0.0
+    timed.add("end of block", time.perf_counter() - start)
+    wall = time.perf_counter() - began
+    cold = dict(timed.seconds)
+    timed.seconds = {}
     for mine in keys:
         for stage, k in (("clean", mine[0]), ("protect", mine[1]), ("transform", mine[2])):
             assert timed.load_image(stage, k) is not None
     n = len(xs)
-    return compute / (2 * n), cold / n, timed.seconds / n
+    return {"compute": compute / n, "save": cold["save_image"] / n,
+            "miss": (cold["has"] + cold["load_image"]) / n, "end": cold["end of block"] / n,
+            "cold": sum(cold.values()) / n, "wall": wall / n,
+            "warm": timed.seconds["load_image"] / n}
 
 
 def job_share(sets: dict, repeats: int, jobs: int, folder: Path) -> None:
@@ -195,21 +205,24 @@ def job_share(sets: dict, repeats: int, jobs: int, folder: Path) -> None:
             if name == "old":
                 cache.image_ext = ArtifactCache.PNG
             measured.append(_job(cache, list(xs), transform, behind=name == "new"))
-    med = {name: [1000 * statistics.median(v[j] for v in measured) for j in range(3)]
+    med = {name: {k: 1000 * statistics.median(v[k] for v in measured) for k in measured[0]}
            for name, measured in runs.items()}
     n = repeats * jobs
-    print(f"part 2: a cold image-job at {xs[0].shape[-1]} px, {n} jobs of {len(xs)} images "
-          f"each way, interleaved; median ms per image (old: PNG on the main thread; new: "
-          f".rgb.npy written behind)")
-    print(f"  JPEG transform compute per image: {med['old'][0]:.2f} (old runs), "
-          f"{med['new'][0]:.2f} (new runs)")
-    print(f"  {'cache':<6} {'cold: 4 saves + 4 misses':>25} {'share of cold job':>18} "
-          f"{'warm: 3 loads':>14}")
-    for name, (compute, cold, warm) in med.items():
-        share = cold / (cold + 2 * compute)
-        print(f"  {name:<6} {cold:>25.2f} {100 * share:>17.0f}% {warm:>14.2f}")
-    print(f"  new / old: cold {med['new'][1] / med['old'][1]:.3f}x, "
-          f"warm {med['new'][2] / med['old'][2]:.3f}x")
+    print(f"part 2: a cold image-job at {xs[0].shape[-1]} px (per image: 4 saves, 4 misses, "
+          f"JPEG of x_adv and x), {n} jobs of {len(xs)} images each way, interleaved; median "
+          f"ms per image. old: PNG on the main thread; new: .rgb.npy written behind")
+    cols = [("compute", "2 JPEG"), ("save", "4 saves"), ("miss", "4 misses"),
+            ("end", "block end"), ("cold", "cache"), ("wall", "job wall")]
+    print(f"  {'':<5}" + "".join(f"{label:>11}" for _, label in cols)
+          + f"{'cache share':>12}{'warm: 3 loads':>15}")
+    for name, m in med.items():
+        share = m["cold"] / m["wall"]
+        print(f"  {name:<5}" + "".join(f"{m[k]:>11.2f}" for k, _ in cols)
+              + f"{100 * share:>11.0f}%{m['warm']:>15.2f}")
+    new, old = med["new"], med["old"]
+    print(f"  new / old: cache time of a cold job {new['cold'] / old['cold']:.3f}x, its share "
+          f"{(new['cold'] / new['wall']) / (old['cold'] / old['wall']):.3f}x, job wall "
+          f"{new['wall'] / old['wall']:.3f}x, warm loads {new['warm'] / old['warm']:.3f}x")
 
 
 def main() -> None:
