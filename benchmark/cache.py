@@ -302,6 +302,7 @@ class _Writer:
         self.queue: queue.Queue = queue.Queue(maxsize=depth)
         self.guard = threading.Lock()
         self.pending: dict[tuple[str, str], np.ndarray] = {}
+        self.queued: dict[tuple[str, str], int] = {}  # the same entry may be queued twice
         self.deferred: set[tuple[str, str]] = set()
         self.error: BaseException | None = None
         self.thread: threading.Thread | None = None  # started by the first image
@@ -316,6 +317,7 @@ class _Writer:
             self.thread.start()
         with self.guard:
             self.pending[stage, key] = pixels
+            self.queued[stage, key] = self.queued.get((stage, key), 0) + 1
         try:
             self.queue.put((stage, key, ext, pixels, head))
         except BaseException:
@@ -360,6 +362,10 @@ class _Writer:
 
     def _done(self, stage: str, key: str) -> None:
         with self.guard:
+            self.queued[stage, key] -= 1
+            if self.queued[stage, key]:
+                return  # written again later: still pending, its lock still held
+            del self.queued[stage, key]
             self.pending.pop((stage, key), None)
             release = (stage, key) in self.deferred
             self.deferred.discard((stage, key))
