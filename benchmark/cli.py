@@ -33,6 +33,9 @@ USAGE = f"""bench {__version__}: do protective perturbations survive real-world 
 usage:
   bench run [OVERRIDES...]        run one job (Hydra app; `bench run --help` lists the config)
   bench run -m KEY=A,B ...        sweep the Cartesian product of the overrides
+  bench plan OVERRIDES...         a sweep's cost before it runs: jobs, items per stage (cached /
+                                  to compute), device-hours, the SLURM array (= bench run -m
+                                  ... --plan)
   bench ls [GROUP] [--plugins]    list datasets, defenses, transforms, generators, metrics, ...
   bench ... --plugin PATH         also load the components of a plugin script or package folder
   bench table DIR... --metric M[,M2] --pair P [--rows defense --cols transform
@@ -99,7 +102,7 @@ def run_app(cfg: DictConfig) -> None:
             with logging_redirect_tqdm():
                 result = Job(cfg, labels).run()
             summary = write_job(outdir, result, cfg, notice)
-            write_status(outdir, "done", fingerprint=fingerprint)
+            write_status(outdir, "done", fingerprint=fingerprint, launch_key=_launch_key(hc))
     except KeyboardInterrupt as e:
         _record(outdir, "interrupted", f"stopped by {e.args[0] if e.args else 'SIGINT'}",
                 fingerprint)
@@ -123,6 +126,13 @@ def run_app(cfg: DictConfig) -> None:
         _report(cfg, labels, result, summary, outdir, notice)
     except BrokenPipeError:  # `bench run | head`: the results are written, the reader left
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _launch_key(hc) -> str:
+    """What bench's sweeper finds this job by on a re-run, before composing it."""
+    from benchmark.launch_keys import launch_key, source_paths
+
+    return launch_key(hc.overrides.task, hc.job.config_name, source_paths(hc))
 
 
 def _fingerprint(cfg: DictConfig) -> str | None:
@@ -574,6 +584,10 @@ def main(argv: list[str] | None = None) -> None:
     if argv[0] == "--version":
         print(f"bench {__version__}")
         return
+    if argv[0] == "plan" or (argv[0] == "run" and "--plan" in argv[1:]):
+        from benchmark import plan
+
+        sys.exit(plan.main(argv[1:]))
     if argv[0] == "run":
         _run(argv[1:])
         return

@@ -413,7 +413,8 @@ def _launcher(root: DictConfig) -> dict | None:
     return {"partition": launcher.get("partition"), "gpus": launcher.get("gpus_per_node")
             or ("gpu" in gres and gres) or 0, "cpus": launcher.get("cpus_per_task"),
             "mem_gb": launcher.get("mem_gb"), "timeout_min": launcher.get("timeout_min"),
-            "parallel": launcher.get("array_parallelism")}
+            "parallel": launcher.get("array_parallelism"),
+            "group_by": [str(k) for k in launcher.get("group_by") or []]}
 
 
 def plan(overrides: list[str]) -> Plan:
@@ -498,10 +499,19 @@ def format_plan(p: Plan) -> str:
 
 
 def _array_line(p: Plan) -> str:
+    from hydra_plugins.bench_plugins.grouped import group_of
+
     a = p.launcher
-    tasks = len(p.jobs)
+    # bench's sweeper launches only the jobs not finished in their folders; group_by puts the
+    # jobs sharing those choices in one task
+    launched = [j for j in p.jobs if not j.skipped.startswith("finished")]
+    tasks = len({group_of(j.overrides, a["group_by"]) for j in launched} if a["group_by"]
+                else launched)
+    if not tasks:
+        return "SLURM array: none (every job is finished in its folder)"
     parallel = min(tasks, a["parallel"] or tasks)
-    line = (f"SLURM array: {tasks} task(s) (--array=0-{tasks - 1}%{a['parallel']}), each "
+    grouped = f", one per {'/'.join(a['group_by'])}" if a["group_by"] else ""
+    line = (f"SLURM array: {tasks} task(s){grouped} (--array=0-{tasks - 1}%{parallel}), each "
             f"partition={a['partition'] or '(default)'}, gpus={a['gpus']}, cpus={a['cpus']}, "
             f"mem={a['mem_gb']} GB, timeout={a['timeout_min']} min")
     if p.seconds:

@@ -143,6 +143,7 @@ class Job:
         self._stage_of: dict[str, str] = {}  # cache key -> the stage directory that holds it
         self._versions: dict[int, str] = {}  # id(component) -> its component_version
         self._bars: dict[str, tqdm] = {}
+        self._content_keys: dict[str, str | None] = {}  # image id -> the dataset's content_key
 
     def _version(self, component) -> str:
         """A component's cache version, fixed at its first use: what it holds once it has
@@ -288,6 +289,7 @@ class Job:
             ids.append(sample.image_id)
             xs.append(sample.x)
             masks.append(sample.mask)
+            self._content_keys[sample.image_id] = sample.key
             paths.append(str(sample.path))
             if len(ids) == self.batch_size and not self._one_set:
                 yield ids, torch.stack(xs), torch.stack(masks) if self.side.masks else None, paths
@@ -297,7 +299,8 @@ class Job:
 
     def batch(self, ids: list[str], x: torch.Tensor, masks: torch.Tensor | None) -> _Batch:
         """One batch's clean images with their keys and side inputs (what later keys chain on)."""
-        batch = _Batch(ids, {"x": x}, {"x": [content_key(xi) for xi in x]}, masks,
+        keys = [self._content_keys.get(i) or content_key(xi) for i, xi in zip(ids, x)]
+        batch = _Batch(ids, {"x": x}, {"x": keys}, masks,
                        None if masks is None else [content_key(m) for m in masks])
         if self.side.attributes:
             batch.attributes = [self.dataset.attributes_of(i) for i in ids]

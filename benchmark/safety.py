@@ -53,8 +53,11 @@ LAUNCHERS = frozenset({
     "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher",
     "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher",
     "hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher",
+    "hydra_plugins.bench_plugins.grouped.GroupedSlurmLauncher",
+    "hydra_plugins.bench_plugins.grouped.GroupedLocalLauncher",
 })
-SWEEPERS = frozenset({"hydra._internal.core_plugins.basic_sweeper.BasicSweeper"})
+SWEEPERS = frozenset({"hydra._internal.core_plugins.basic_sweeper.BasicSweeper",
+                      "hydra_plugins.bench_plugins.sweeper.BenchSweeper"})
 HYDRA_KEYS = frozenset({"run", "sweep", "launcher", "sweeper", "help", "hydra_help",
                         "hydra_logging", "job_logging", "env", "mode", "searchpath",
                         "callbacks", "output_subdir", "overrides", "job", "runtime",
@@ -313,7 +316,8 @@ def check_launcher_exists(cfg: DictConfig) -> None:
 
     target = OmegaConf.select(cfg, "hydra.launcher._target_", default=None)
     mode = OmegaConf.select(cfg, "hydra.mode", default=None)
-    if (target == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    if (target in ("hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher",
+                   "hydra_plugins.bench_plugins.grouped.GroupedSlurmLauncher")
             and mode == RunMode.MULTIRUN and shutil.which("sbatch") is None):
         raise ConfigCheckError("hydra/launcher=slurm: there is no SLURM here (no sbatch on "
                                "PATH); run the sweep on the cluster's login node, or here with "

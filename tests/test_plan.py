@@ -79,6 +79,9 @@ def test_slurm_plan_names_the_array_and_its_resources(workdir):
     assert line.startswith("SLURM array: 2 task(s) (--array=0-1%2)")
     assert "partition=gpu" in line and "gpus=1" in line and "timeout=240 min" in line
     assert {j.device for j in p.jobs} == {"cuda"}  # estimated for the GPU nodes
+    grouped = plan(["defense=none,noise", "transform=identity,jpeg,resize", *TINY,
+                    "metric=[psnr]", "hydra/launcher=slurm", "hydra.launcher.group_by=[defense]"])
+    assert "SLURM array: 2 task(s), one per defense (--array=0-1%2)" in format_plan(grouped)
 
 
 def test_bad_input_is_one_line(workdir, capsys):

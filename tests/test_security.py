@@ -112,16 +112,21 @@ def test_hydra_section_that_would_run_foreign_code_is_refused(hydra_cfg, key):
 def composed(overrides: list[str], config_dir: str | None = None):
     """The config `bench run` would compose, with its hydra section, and bench's checks off."""
     from hydra import compose, initialize_config_dir
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
     from hydra.core.global_hydra import GlobalHydra
 
     from benchmark.paths import config_dir as project_configs
 
     GlobalHydra.instance().clear()
+    load = ConfigLoaderImpl.load_configuration
+    # off also where a test before this one installed them in this process (bench plan does)
+    ConfigLoaderImpl.load_configuration = getattr(load, "__wrapped__", load)
     try:
         with initialize_config_dir(str(project_configs()), version_base="1.3"):
             extra = [f"hydra.searchpath=[file://{config_dir}]"] if config_dir else []
             return compose("config", overrides + extra, return_hydra_config=True)
     finally:
+        ConfigLoaderImpl.load_configuration = load
         GlobalHydra.instance().clear()
 
 

@@ -15,7 +15,7 @@ benchmark.data.audio), which talking-head generators animate the portrait with;
 `audio_of(image_id)` gives an image's clip.
 """
 
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +26,7 @@ from PIL import Image
 from benchmark.data.attributes import AttributeTable
 from benchmark.data.audio import Audio, AudioSource
 from benchmark.errors import BenchError, check, first_few
-from benchmark.images import from_pil, read_image
+from benchmark.images import content_key, from_pil, from_uint8, read_image, to_uint8
 
 # the crop's resize to `resolution`: Lanczos by default; `bilinear` is what torchvision's
 # Resize does to a PIL image, the GAN references' loaders (StarGAN, AttGAN, Anti-Forgery)
@@ -44,6 +44,40 @@ class Sample:
     path: Path
     x: torch.Tensor  # CHW, float32 in [0, 1]
     mask: torch.Tensor | None = None  # 1HW, float32 in {0, 1}, 1 = repaint (when asked for)
+    key: str | None = None  # content_key(x), when the dataset computed it
+
+
+class DecodedImages:
+    """Decoded, cropped, resized images and their content keys, kept per process by file
+    identity (path, size, mtime and everything the crop depends on), so that the jobs 2..N of a
+    sweep in one process read no file twice. Kept as 8 bits (what the float image is made
+    from, so a hit is bitwise the image a fresh read gives), least recently used dropped first
+    beyond `budget` bytes."""
+
+    def __init__(self, budget: int = 1 << 30):
+        self.budget, self.used = budget, 0
+        self.entries: OrderedDict[tuple, tuple] = OrderedDict()
+
+    def get(self, identity: tuple) -> tuple | None:
+        entry = self.entries.get(identity)
+        if entry is not None:
+            self.entries.move_to_end(identity)
+        return entry
+
+    def put(self, identity: tuple, pixels: np.ndarray, mask: torch.Tensor | None, key: str,
+            undersized: int | None) -> None:
+        size = pixels.nbytes + (mask.numel() if mask is not None else 0)
+        if size > self.budget or identity in self.entries:
+            return
+        mask = None if mask is None else mask.to(torch.bool)
+        self.entries[identity] = (pixels, mask, key, undersized)
+        self.used += size
+        while self.used > self.budget:
+            _, (old, old_mask, _, _) = self.entries.popitem(last=False)
+            self.used -= old.nbytes + (old_mask.numel() if old_mask is not None else 0)
+
+
+DECODED = DecodedImages()
 
 
 def square_box(width: int, height: int, center: tuple[float, float], side: float) -> tuple:
@@ -163,16 +197,48 @@ class ImageDataset:
     def crop_box(self, path: Path, img: Image.Image) -> tuple:
         return square_box(img.width, img.height, (img.width / 2, img.height / 2), min(img.size))
 
+    def crop_identity(self, path: Path) -> tuple | None:
+        """What `crop_box` depends on besides the image (a subclass with its own crop returns
+        it, e.g. the face box); None: unknown, so the image is read anew each time."""
+        return () if type(self).crop_box is ImageDataset.crop_box else None
+
+    def _identity(self, path: Path, with_mask: bool) -> tuple | None:
+        crop = self.crop_identity(path)
+        if crop is None:
+            return None
+        stats = []
+        for p in [path, *(self.mask_files(path) if with_mask else [])]:
+            try:
+                st = p.stat()
+            except OSError:
+                return None  # unreadable: load says so
+            stats.append((str(p), st.st_size, st.st_mtime_ns))
+        return (type(self).__module__, type(self).__qualname__, crop, tuple(stats),
+                self.resolution, self.interpolation, self.min_size, with_mask)
+
     def load(self, index: int, with_mask: bool = False) -> Sample:
-        """Read, crop and resize one image (and its mask); UnreadableImageError names the file."""
+        """Read, crop and resize one image (and its mask); UnreadableImageError names the file.
+        An image this process has read before with the same file identity comes from memory."""
         path = self.paths[index]
+        identity = self._identity(path, with_mask)
+        kept = DECODED.get(identity) if identity is not None else None
+        if kept is not None:
+            pixels, mask, key, undersized = kept
+            if undersized is not None:
+                self.undersized[path] = undersized
+            return Sample(self.image_id(path), path, from_uint8(pixels),
+                          None if mask is None else mask.float(), key)
         img = read_image(path)
         box = self.crop_box(path, img)
-        if box[2] - box[0] < self.min_size:
-            self.undersized[path] = box[2] - box[0]
+        undersized = box[2] - box[0] if box[2] - box[0] < self.min_size else None
+        if undersized is not None:
+            self.undersized[path] = undersized
         mask = self._load_mask(path, img.size, box) if with_mask else None
-        img = self._fit(img.crop(box))
-        return Sample(self.image_id(path), path, from_pil(img), mask)
+        x = from_pil(self._fit(img.crop(box)))
+        sample = Sample(self.image_id(path), path, x, mask, content_key(x))
+        if identity is not None:
+            DECODED.put(identity, to_uint8(x), mask, sample.key, undersized)
+        return sample
 
     def _fit(self, img: Image.Image) -> Image.Image:
         if img.size != (self.resolution, self.resolution):

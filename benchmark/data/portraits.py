@@ -30,6 +30,9 @@ class PortraitsDataset(ImageDataset):
         self.root = portraits_dir()
         self._finish([portraits_dir() / name for name in sorted(self.faces)])
 
+    def crop_identity(self, path: Path) -> tuple | None:
+        return (self.faces.get(path.name), self.face_margin)
+
     def crop_box(self, path: Path, img: Image.Image) -> tuple:
         left, top, right, bottom = self.faces[path.name]
         side = self.face_margin * max(right - left, bottom - top)

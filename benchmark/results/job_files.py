@@ -164,9 +164,10 @@ def read_status(outdir: str | Path) -> dict:
 
 
 def write_status(outdir: Path, status: str, error: str | None = None,
-                  fingerprint: str | None = None) -> None:
+                  fingerprint: str | None = None, launch_key: str | None = None) -> None:
     outdir.mkdir(parents=True, exist_ok=True)
     record = {"status": status, "error": error, "fingerprint": fingerprint,
+              "launch_key": launch_key,
               "host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}
     write_atomic(outdir / "status.json", json.dumps(record) + "\n")
 
