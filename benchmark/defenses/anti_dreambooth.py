@@ -25,7 +25,9 @@ one timestep t ~ U[0, T) and noise per image per step, z a sample of the VAE pos
 (aspl.py:518-549); the surrogate's fine-tuning: AdamW lr 5e-7, weight decay 1e-2, a new
 optimizer per call (aspl.py:389-395), one instance and one class image per step with prior
 preservation weight 1.0 (aspl.py:414-467), UNet and text encoder trained
-(`--train_text_encoder`), no gradient clipping in ASPL's inner fine-tuning; FSMG's surrogate is
+(`--train_text_encoder`), no gradient clipping in ASPL's inner fine-tuning (its
+clip_grad_norm_ at aspl.py:470 is given the itertools.chain that AdamW's constructor consumed at
+:387-395, so it clips nothing); FSMG's surrogate is
 a full DreamBooth run (batch 2, gradient norm 1.0; benchmark.models.dreambooth). Model: SD 2.1
 base (`MODEL_PATH=./stable-diffusion/stable-diffusion-2-1-base`), 512 px; 200 class images of
 "a photo of person". Reference precision: bf16 (aspl.py:401, 511: `weight_dtype =
@@ -38,7 +40,14 @@ The set is perturbed jointly, so an image's protection depends on its batch (the
 suite's `batch` contract is exempt). Class images come from `class_data_dir` (null: prior
 preservation off, said in the notice); the reference samples them with the base model.
 ASPL's inner fine-tuning draws its images in a seeded random order (the reference cycles
-through the folder in file order).
+through the folder in file order; and it indexes the instance and class images with
+`step % max(n_instance, n_class)` first, which differs from bench's `step % n` only after that
+many steps within one call, never at the reference's 3 steps and 200 class images).
+
+tests/test_dreambooth.py checks ASPL's loop against a re-statement of aspl.py's, written from
+reading it, on the tiny model (2 rounds of 2 fine-tuning and 2 PGD steps, prior preservation
+on): the same perturbation to 3e-8 (float32 rounding of [0, 1] against [-1, 1] units); it fails
+with a round's fine-tuning and PGD swapped, or with f fine-tuned on the clean images.
 """
 
 from collections.abc import Sequence
