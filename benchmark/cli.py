@@ -52,7 +52,7 @@ usage:
 """
 
 
-def _name_the_scale(cfg: DictConfig, choice: str | None) -> None:
+def name_the_scale(cfg: DictConfig, choice: str | None) -> None:
     """`scale.name` is what a chain's steps are composed at: it must be the chosen scale (a
     user's scale file may leave it out; a copied one may name another)."""
     name = OmegaConf.select(cfg, "scale.name", default=None)
@@ -64,7 +64,7 @@ def _name_the_scale(cfg: DictConfig, choice: str | None) -> None:
     OmegaConf.update(cfg, "scale.name", choice, force_add=True)
 
 
-def _labels(hc) -> dict[str, str]:
+def job_labels(hc) -> dict[str, str]:
     """Component labels: the chosen config name plus any parameter overrides, e.g. jpeg(quality=50)."""
     labels = {}
     for group in COMPONENT_GROUPS:
@@ -90,15 +90,15 @@ def run_app(cfg: DictConfig) -> None:
     hc = HydraConfig.get()
     outdir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
-    labels = _labels(hc)
-    fingerprint = _fingerprint(cfg)
+    labels = job_labels(hc)
+    fingerprint = job_fingerprint(cfg)
     if not _may_run(outdir, cfg, fingerprint, multirun):
         return
     notice = _notice(cfg.get("notice"), hc.runtime.choices)
     try:
         write_status(outdir, "running", fingerprint=fingerprint)
         with _stop_signals(), StatusHeartbeat(outdir):
-            _name_the_scale(cfg, hc.runtime.choices.get("scale"))
+            name_the_scale(cfg, hc.runtime.choices.get("scale"))
             with logging_redirect_tqdm():
                 result = Job(cfg, labels).run()
             summary = write_job(outdir, result, cfg, notice)
@@ -135,7 +135,7 @@ def _launch_key(hc) -> str:
     return launch_key(hc.overrides.task, hc.job.config_name, source_paths(hc))
 
 
-def _fingerprint(cfg: DictConfig) -> str | None:
+def job_fingerprint(cfg: DictConfig) -> str | None:
     from benchmark.results.job_files import config_fingerprint
 
     try:

@@ -277,22 +277,22 @@ def job_needs(job, clean: _CleanKeys) -> list[Need]:
 def _plan_job(number: int, overrides: list[str], cfg: DictConfig, launcher: dict | None,
               clean: _CleanKeys) -> PlannedJob:
     from benchmark.cache import ArtifactCache
-    from benchmark.cli import _fingerprint, _labels, _name_the_scale
+    from benchmark.cli import job_fingerprint, job_labels, name_the_scale
     from benchmark.results.job_files import is_finished
     from benchmark.runner import Job
 
     outdir = Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
-    labels = _labels(cfg.hydra)
+    labels = job_labels(cfg.hydra)
     choice = cfg.hydra.runtime.choices.get("scale")
     task = _task_config(cfg)
     planned = PlannedJob(number, overrides, outdir, "?")
-    fingerprint = _fingerprint(task)
+    fingerprint = job_fingerprint(task)
     try:
         planned.device = _device_kind(task, launcher)
         if fingerprint and is_finished(outdir, fingerprint):
             planned.skipped = "finished in its folder"
             return planned
-        _name_the_scale(task, choice)
+        name_the_scale(task, choice)
         job = Job(task, labels)
         if job.cache.has("job", job.job_key(), ArtifactCache.RECORD):
             planned.skipped = "served whole from the job cache"

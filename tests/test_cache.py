@@ -69,6 +69,7 @@ def test_keys_stay_what_earlier_versions_computed():
 # the component runs, never its output (device: everywhere).
 REVIEWED_RUNTIME_PARAMETERS = {
     ("benchmark.generators.attgan.AttGAN", "max_batch"),
+    ("benchmark.generators.dreambooth.DreamBooth", "max_batch"),  # sampling chunks, own seeds
     ("benchmark.generators.gan.GanEditor", "max_batch"),
     ("benchmark.generators.stargan.StarGAN", "max_batch"),
     ("benchmark.generators.talking_head.TalkingHeadGenerator", "max_batch"),

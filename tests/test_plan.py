@@ -28,6 +28,7 @@ def _entries(cache, stage: str) -> int:
 
 
 def test_plan_counts_what_the_sweep_then_computes_and_a_replan_says_zero(workdir):
+    models.forget()  # what tests before this one in the process loaded
     before = plan([*SWEEP, "hydra.sweep.dir=sweep"])
     assert not models._LOADED  # planned without loading a model
     assert len(before.jobs) == 4 and not any(j.error or j.skipped for j in before.jobs)

@@ -129,16 +129,16 @@ def test_a_steps_runtime_keys_leave_the_chains_identity():
 def test_a_runs_scale_is_named_by_its_choice(tmp_path):
     """`bench run scale=mine` with a user's scale file: chain steps are composed at `mine`
     (its file need not say so); a copied file naming another scale is refused."""
-    from benchmark.cli import _name_the_scale
+    from benchmark.cli import name_the_scale
 
     cfg = OmegaConf.create({"scale": {}, "transform": {"scale": "${scale.name}"}})
     OmegaConf.set_struct(cfg, True)
-    _name_the_scale(cfg, "mine")
+    name_the_scale(cfg, "mine")
     assert cfg.transform.scale == "mine"
-    _name_the_scale(cfg, "mine")  # named right: nothing to do
+    name_the_scale(cfg, "mine")  # named right: nothing to do
     copied = OmegaConf.create({"scale": {"name": "tiny"}})
     with pytest.raises(BenchError, match="scale=mine: its file sets name: 'tiny'; set name: mine"):
-        _name_the_scale(copied, "mine")
+        name_the_scale(copied, "mine")
 
 
 def test_a_nested_chain_given_in_full_runs_at_the_outer_chains_scale():
