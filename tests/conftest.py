@@ -15,6 +15,21 @@ from benchmark.images import from_pil, to_pil
 TINY = ["dataset.resolution=64", "dataset.limit=3", "progress=false"]
 
 
+def pytest_configure(config):
+    """Under pytest-xdist (`-n`), each worker and the processes it starts (bench runs, whose
+    torch takes its thread count from the CPU affinity) keep to their own share of the CPUs:
+    two workers' torch threads on the same cores slow each other by several times."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
+    if not worker.startswith("gw") or count < 2 or not hasattr(os, "sched_setaffinity"):
+        return
+    cpus = sorted(os.sched_getaffinity(0))
+    index = int(worker[2:])
+    share = cpus[index::count] if count <= len(cpus) else [cpus[index % len(cpus)]]
+    os.sched_setaffinity(0, share)
+    torch.set_num_threads(len(share))
+
+
 def pytest_collection_modifyitems(config, items):
     gpu = pytest.mark.skip(reason="needs a CUDA device")
     for item in items:
