@@ -313,3 +313,57 @@ def test_aspl_equals_a_re_statement_of_its_references_loop(tmp_path, one_thread)
     # most of the pixels by whole steps (0.6375/255 = 2.5e-3 each)
     swapped = reference(swapped=True)
     assert ((swapped - theirs).abs() > 1e-3).float().mean() > 0.1
+
+
+# -- MetaCloak ----------------------------------------------------------------------------------
+
+
+def test_metacloak_raises_its_surrogates_loss_through_its_transforms(flipped, frozen_noise,
+                                                                     one_thread):
+    """The loss MetaCloak's last PGD call maximised: its surrogate's denoising loss of the
+    blurred and flipped images, with that call's transform draws."""
+    from benchmark.images import derive_seed
+
+    defense = testing.build_component("defense", "metacloak")
+    x = testing.portraits(2, 32)
+    x_adv = defense.protect(x, SEEDS)
+    assert (x_adv - x).abs().max() <= 11 / 255 + 1e-6
+    assert (x_adv - x).abs().max() > 0
+    model = defense.surrogate  # the surrogate its last PGD call attacked
+    cond = model.condition(defense.tuning.instance_prompt, len(x))
+    last = defense.eot.call
+
+    def loss(v):
+        total = 0.0
+        for i in range(defense.pgd.iterations):
+            defense.eot.call = last
+            seen = defense.eot(v, [derive_seed(s, f"{i}/0", "eot") for s in SEEDS])
+            total += float(defense.surrogate_loss(
+                model, seen, NoiseStreams(SEEDS, v.device, "metacloak"), cond).sum())
+        return total
+
+    with torch.no_grad():
+        before, after = loss(x), loss(x_adv)
+    assert (after > before) != flipped, (float(before), float(after))
+
+
+def test_metacloaks_pool_and_transforms():
+    """The reference's snapshots (states after 0, 199, ..., 999 of 1000 steps), and a transform
+    drawn per image: a flip is an exact mirror, the blur keeps the mean (up to its
+    reflected borders)."""
+    from benchmark.defenses.metacloak import BlurFlip, snapshot_steps
+
+    assert snapshot_steps(1000, 200) == [0, 199, 399, 599, 799, 999]
+    assert snapshot_steps(2, 1) == [0, 1]
+    x = testing.portraits(2, 32)
+    flip = BlurFlip(1, (0.1, 2.0), 1.0)(x, [1, 2])
+    assert torch.equal(flip, x.flip(-1))
+    assert torch.equal(BlurFlip(1, (0.1, 2.0), 0.0)(x, [1, 2]), x)
+    blur = BlurFlip(7, (2.0, 2.0), 0.0)
+    y = blur(x, [1, 2])
+    assert (y - x).abs().mean() > 1e-2 and (y.mean() - x.mean()).abs() < 5e-3
+    draws = [BlurFlip(7, (0.1, 2.0), 0.5)(x[:1].expand(8, -1, -1, -1), list(range(8)))]
+    assert len({round(float(d.sum()), 3) for d in draws[0]}) == 8  # 8 images, 8 draws
+    cfg = testing.compose("defense", "metacloak", "scale=full").defense
+    assert (cfg.eps, cfg.step, cfg.pgd_steps, cfg.trials) == (11, 1.1, 6, 4)
+    assert (cfg.train_steps, cfg.interval, cfg.advance_steps, cfg.blur_kernel) == (1000, 200, 2, 7)

@@ -35,7 +35,7 @@ comes from one seeded torch.Generator, so a fit is reproducible.
 
 import copy
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -215,9 +215,12 @@ class Personalised:
     # -- fine-tuning ------------------------------------------------------------------------------
 
     def finetune(self, images: torch.Tensor, tuning: FineTuning, generator: torch.Generator,
-                 class_images: torch.Tensor | None = None) -> list[float]:
+                 class_images: torch.Tensor | None = None,
+                 done: Callable[[int], None] | None = None) -> list[float]:
         """DreamBooth steps on `images` (in [0, 1], at the training resolution); returns the
-        loss of each step. A new AdamW each call, as the reference's train_one_epoch."""
+        loss of each step. A new AdamW each call, as the reference's train_one_epoch.
+        `done(k)` is called with the number of steps done, before each step and after the
+        last (MetaCloak's snapshots of one run)."""
         params = self._trained()
         optimizer = torch.optim.AdamW(params, lr=tuning.learning_rate, betas=(0.9, 0.999),
                                       weight_decay=tuning.weight_decay, eps=1e-8)
@@ -229,6 +232,8 @@ class Personalised:
         self.text_encoder.train(self.train_text_encoder)
         losses = []
         for step in range(tuning.steps):
+            if done is not None:
+                done(step)
             pick = order[[(step * tuning.batch + j) % len(images) for j in range(tuning.batch)]]
             x = images[pick].to(device)
             with torch.no_grad():
@@ -251,6 +256,8 @@ class Personalised:
                 nn.utils.clip_grad_norm_(params, tuning.max_grad_norm)
             optimizer.step()
             losses.append(float(loss.detach()))
+        if done is not None:
+            done(tuning.steps)
         self.unet.eval()
         self.text_encoder.eval()
         return losses
