@@ -3,7 +3,8 @@
 Liu, Fan, Dai, Chen, Zhou, Sun. "MetaCloak: Preventing Unauthorized Subject-driven
 Text-to-image Diffusion-based Synthesis via Meta-learning." CVPR 2024 (oral). arXiv:2311.13127.
 
-Like Anti-DreamBooth's ASPL (benchmark.defenses.anti_dreambooth), it maximises the denoising
+Like Anti-DreamBooth's ASPL (benchmark.defenses.anti_dreambooth; the shared surrogate is in
+benchmark.defenses.dreambooth_surrogate), it maximises the denoising
 loss of DreamBooth-fine-tuned surrogates with L-inf sign-step PGD (no random start), prompt
 "a photo of sks person", but (robust_facecloak/attacks/algs/metacloak.py, read at 67bcf70, not
 copied):
@@ -71,7 +72,7 @@ from collections.abc import Sequence
 
 import torch
 
-from benchmark.defenses.anti_dreambooth import AntiDreamBooth
+from benchmark.defenses.dreambooth_surrogate import DreamBoothSurrogate
 from benchmark.defenses.pgd import LinfPGD
 from benchmark.defenses.precision import ReferencePrecision
 from benchmark.errors import check
@@ -111,7 +112,7 @@ class BlurFlip:
         return torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
 
 
-class MetaCloak(AntiDreamBooth):
+class MetaCloak(DreamBoothSurrogate):
     name = "metacloak"
     # robust_pgd_worker.py:184-196: the attacked networks and x cast to fp16 (the scripts'
     # --mixed_precision=fp16); the fine-tuning's bf16 (metacloak.py:81) is not modelled
