@@ -367,3 +367,38 @@ def test_metacloaks_pool_and_transforms():
     cfg = testing.compose("defense", "metacloak", "scale=full").defense
     assert (cfg.eps, cfg.step, cfg.pgd_steps, cfg.trials) == (11, 1.1, 6, 4)
     assert (cfg.train_steps, cfg.interval, cfg.advance_steps, cfg.blur_kernel) == (1000, 200, 2, 7)
+
+
+def test_lora_dreambooth_trains_only_its_adapters_from_the_base_model(one_thread):
+    from benchmark.images import generator_for
+    from benchmark.models.diffusion import load_sd_components
+    from benchmark.models.dreambooth import FineTuning, LoRALinear, Personalised
+
+    parts = load_sd_components("tiny/sd", "fp32", "cpu")
+    full = Personalised(parts)
+    lora = Personalised(parts, lora_rank=2, lora_seed=3)
+    adapters = [m for m in lora.unet.modules() if isinstance(m, LoRALinear)]
+    assert adapters and any(isinstance(m, LoRALinear) for m in lora.text_encoder.modules())
+    assert len(lora.state()) == sum(a.down.numel() + a.up.numel() for a in [
+        *adapters, *(m for m in lora.text_encoder.modules() if isinstance(m, LoRALinear))])
+    assert len(lora.state()) < len(full.state()) / 5
+    z, t = torch.randn(1, 4, 4, 4, generator=generator_for(0)), torch.tensor([10])
+    eps, cond = torch.randn_like(z), full.condition("a photo of sks person", 1)
+    # B = 0: the adapted model starts as the base model itself
+    with torch.no_grad():
+        assert torch.allclose(lora.denoising_error(z, cond, t, eps),
+                              full.denoising_error(z, cond, t, eps), atol=1e-6)
+    base = {k: v.clone() for k, v in lora.unet.state_dict().items() if ".base." in k}
+    tuning = FineTuning(steps=2, learning_rate=1e-2, batch=1).checked("test")
+    lora.finetune(testing.portraits(2, 32), tuning, generator_for(1))
+    assert all(torch.equal(v, lora.unet.state_dict()[k]) for k, v in base.items())  # frozen
+    assert any(a.up.abs().max() > 0 for a in adapters)
+    # the state is the adapters: loaded into a fresh model, the same predictions
+    again = Personalised(parts, lora_rank=2, lora_seed=99).load_state(lora.state())
+    with torch.no_grad():
+        trained = lora.denoising_error(z, lora.condition("a photo of sks person", 1), t, eps)
+        assert not torch.allclose(trained, full.denoising_error(z, cond, t, eps))
+        assert torch.equal(again.denoising_error(
+            z, again.condition("a photo of sks person", 1), t, eps), trained)
+    with pytest.raises(Exception, match="generator.lora_rank|lora_rank"):
+        testing.build_component("generator", "dreambooth", "generator.lora_rank=0")

@@ -73,8 +73,11 @@ class DreamBooth(Generator):
                                            "a dslr portrait of sks person"),
                  inference_steps: int = 100, guidance: float = 7.5, scheduler: str = "default",
                  negative_prompt: str = "", dtype: str = "fp32", max_batch: int = 8,
-                 device: str = "auto"):
+                 lora_rank: int | None = None, device: str = "auto"):
         name = self.name
+        check(name, "lora_rank", lora_rank, lora_rank is None or (
+              isinstance(lora_rank, int) and not isinstance(lora_rank, bool) and lora_rank >= 1),
+              "null (fine-tune every weight, as Anti-DreamBooth) or a LoRA rank >= 1")
         check(name, "model", model, isinstance(model, str) and model.strip() != "",
               "a Hugging Face id, a local diffusers folder or a tiny/* model")
         check(name, "resolution", resolution,
@@ -105,21 +108,22 @@ class DreamBooth(Generator):
         self.model, self.resolution, self.prompts = model, resolution, list(prompts)
         self.inference_steps, self.guidance, self.scheduler = inference_steps, guidance, scheduler
         self.negative_prompt, self.dtype, self.max_batch = negative_prompt, dtype, max_batch
+        self.lora_rank = lora_rank
         self.device = resolve_device(device)
         require_parts(model)  # a missing model stops the job before any compute
 
     def fit_config(self, config: dict) -> dict:
         return {k: v for k, v in config.items() if k not in GENERATION_KEYS}
 
-    def _base(self) -> Personalised:
+    def _base(self, seed: int = 0) -> Personalised:
         from benchmark.models.diffusion import load_sd_components
 
         parts = load_sd_components(self.model, self.dtype, self.device)
-        return Personalised(parts, self.tuning.train_text_encoder)
+        return Personalised(parts, self.tuning.train_text_encoder, self.lora_rank, seed)
 
     def fit(self, x: torch.Tensor, seed: int) -> np.ndarray:
         """Fine-tune on the set x; the trained weights as one float32 vector."""
-        model = self._base()
+        model = self._base(seed)
         losses = model.finetune(prepare(x, self.resolution), self.tuning, generator_for(seed),
                                 self.class_images)
         if losses:

@@ -127,6 +127,42 @@ def prepare(x: torch.Tensor, resolution: int | None) -> torch.Tensor:
     return x[..., top:top + resolution, left:left + resolution].clamp(0, 1)
 
 
+# diffusers' examples/dreambooth/train_dreambooth_lora.py: the attention projections of the UNet
+# (add_*_proj: the added-KV attention some UNets have) and of the CLIP text encoder
+UNET_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "add_k_proj", "add_v_proj")
+TEXT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
+
+
+class LoRALinear(nn.Module):
+    """A frozen linear layer plus a trained low-rank update (Hu et al., "LoRA", ICLR 2022):
+    W x + (alpha / r) B A x, with alpha = r (scale 1), A ~ N(0, 1/r^2) and B = 0 at the start,
+    as the LoRA DreamBooth script initialises peft's adapters (`init_lora_weights="gaussian"`,
+    `lora_alpha=rank`), so that training starts from the base model itself."""
+
+    def __init__(self, base: nn.Linear, rank: int, generator: torch.Generator):
+        super().__init__()
+        self.base = base.requires_grad_(False)
+        down = torch.randn(rank, base.in_features, generator=generator) / rank
+        self.down = nn.Parameter(down.to(base.weight))
+        self.up = nn.Parameter(torch.zeros(base.out_features, rank).to(base.weight))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x) + F.linear(F.linear(x, self.down.to(x.dtype)), self.up.to(x.dtype))
+
+
+def add_lora(module: nn.Module, targets: Sequence[str], rank: int,
+             generator: torch.Generator) -> int:
+    """Wrap every linear layer of `module` whose name ends with a target (in module order, so
+    the same seed gives the same adapters); returns how many were wrapped."""
+    names = [name for name, m in module.named_modules() if isinstance(m, nn.Linear)
+             and any(name == t or name.endswith(f".{t}") for t in targets)]
+    for name in names:
+        parent_name, _, child = name.rpartition(".")
+        parent = module.get_submodule(parent_name) if parent_name else module
+        setattr(parent, child, LoRALinear(getattr(parent, child), rank, generator))
+    return len(names)
+
+
 def _trainable(module: nn.Module, train: bool) -> nn.Module:
     module = copy.deepcopy(module)
     for p in module.parameters():
@@ -139,13 +175,28 @@ class Personalised:
     VAE, tokenizer and noise schedule of their model. `state()` / `load_state()` move the
     trained weights as one float32 vector (what benchmark.fitting caches)."""
 
-    def __init__(self, parts, train_text_encoder: bool = True):
+    def __init__(self, parts, train_text_encoder: bool = True, lora_rank: int | None = None,
+                 lora_seed: int = 0):
+        """`lora_rank`: train rank-r adapters of the attention projections (LoRA DreamBooth)
+        instead of every weight; they are then the state, drawn from `lora_seed`."""
         from benchmark.models.sd_ops import alphas_cumprod
 
         self.parts = parts
         self.vae, self.tokenizer = parts.vae, parts.tokenizer
-        self.unet = _trainable(parts.unet, True)
-        self.text_encoder = _trainable(parts.text_encoder, train_text_encoder)
+        self.lora_rank = lora_rank
+        self.unet = _trainable(parts.unet, lora_rank is None)
+        self.text_encoder = _trainable(parts.text_encoder,
+                                       train_text_encoder and lora_rank is None)
+        if lora_rank is not None:
+            generator = torch.Generator().manual_seed(lora_seed)
+            wrapped = add_lora(self.unet, UNET_LORA_TARGETS, lora_rank, generator)
+            if train_text_encoder:
+                wrapped += add_lora(self.text_encoder, TEXT_LORA_TARGETS, lora_rank, generator)
+            if not wrapped:
+                raise BenchError(f"{parts.model}: no attention projection to adapt with LoRA "
+                                 f"(looked for {', '.join(UNET_LORA_TARGETS)})")
+            self.unet.train()
+            self.text_encoder.train(train_text_encoder)
         self.train_text_encoder = train_text_encoder
         self.acp = alphas_cumprod(parts)
         self.prediction_type = parts.scheduler_config.get("prediction_type", "epsilon")
@@ -160,8 +211,11 @@ class Personalised:
         return clone
 
     def _trained(self) -> list[nn.Parameter]:
-        params = list(self.unet.parameters())
-        return params + list(self.text_encoder.parameters()) if self.train_text_encoder else params
+        modules = [self.unet, *([self.text_encoder] if self.train_text_encoder else [])]
+        if self.lora_rank is not None:
+            return [p for m in modules for lora in m.modules() if isinstance(lora, LoRALinear)
+                    for p in (lora.down, lora.up)]
+        return [p for m in modules for p in m.parameters()]
 
     def state(self) -> np.ndarray:
         vector = nn.utils.parameters_to_vector([p.detach().float() for p in self._trained()])
