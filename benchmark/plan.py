@@ -33,12 +33,9 @@ from benchmark.errors import BenchError
 log = logging.getLogger(__name__)
 
 MEASURED = Path(__file__).with_name("measured_seconds.csv")
-STAGES = ("protect", "transform", "generate", "embed")
+STAGES = ("protect", "transform", "fit", "generate", "embed")
+ARRAY_STAGES = ("fit", "embed")  # stored as arrays (a fitted model's weights, embeddings)
 SWEEP_FLAGS = ("-m", "--multirun", "--plan")
-
-
-class _Unplanned(Exception):
-    """A job whose keys the plan cannot derive with the runner's code."""
 
 
 @dataclass(frozen=True)
@@ -66,7 +63,6 @@ class PlannedJob:
     device: str  # the kind of device it will run on, for the estimates
     skipped: str = ""  # why it needs nothing
     error: str = ""  # why it would fail before any compute
-    unplanned: str = ""  # why its needs are not counted
     needs: list[Need] = field(default_factory=list)
 
 
@@ -223,16 +219,20 @@ def _walk(job, names: list[str], batch, resolution) -> Iterator[Need]:
 
     for name in names:
         stage, source = RECIPES[name]
-        if getattr(job.components[stage], "fits_on_set", False):
-            raise _Unplanned(f"{STAGE_COMPONENT[stage]} fits on the whole set (its keys chain "
-                             f"on the set's fit, which Job.stage_keys does not derive)")
-        keys = job.stage_keys(stage, batch.keys[source], batch.keys["x"], batch)[0]
+        fitted = getattr(job.components[stage], "fits_on_set", False)
+        if fitted:  # one fit per set, then one output per slot (Job._run_set_stage)
+            _, fit, keys = job.set_stage_keys(stage, job.components[stage], batch.keys[source],
+                                              batch.keys["x"])
+        else:
+            keys = job.stage_keys(stage, batch.keys[source], batch.keys["x"], batch)[0]
         batch.keys[name] = keys
         if job.components[stage].is_identity:
             continue
         component = base_label(job.labels[STAGE_COMPONENT[stage]])
         config = job.configs[stage]
         size = min(job.batch_size, config.get("max_batch") or job.batch_size)
+        if fitted:
+            yield Need("fit", fit.key, component, _canonical(fit.config), resolution, len(keys))
         for key in keys:
             yield Need(stage, key, component, _canonical(config), resolution, size)
 
@@ -300,8 +300,6 @@ def _plan_job(number: int, overrides: list[str], cfg: DictConfig, launcher: dict
         planned.needs = job_needs(job, clean)
     except BenchError as e:
         planned.error = str(e)
-    except _Unplanned as e:
-        planned.unplanned = str(e)
     return planned
 
 
@@ -436,7 +434,7 @@ def plan(overrides: list[str]) -> Plan:
             devices[need.key] = job.device
             stages[need.stage].needed += 1
             group = (need.stage, need.component, need.config, need.resolution, need.batch)
-            ext = ArtifactCache.ARRAY if need.stage == "embed" else ArtifactCache.IMAGE
+            ext = ArtifactCache.ARRAY if need.stage in ARRAY_STAGES else ArtifactCache.IMAGE
             if cache.has(need.stage, need.key, ext):
                 stages[need.stage].cached += 1
                 cached[group].append(need)
@@ -487,9 +485,6 @@ def format_plan(p: Plan) -> str:
     errors = defaultdict(list)
     for job in failing:  # the first line: the whole message is bench run's
         errors[job.error.splitlines()[0]].append(str(job.number))
-    for job in p.jobs:
-        if job.unplanned:
-            lines.append(f"  job {job.number}: not counted above: {job.unplanned}")
     for error, numbers in errors.items():
         lines.append(f"  {len(numbers)} job(s) would fail before any compute (job "
                      f"{', '.join(numbers)}; not counted above): {error}")

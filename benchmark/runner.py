@@ -212,16 +212,24 @@ class Job:
             self._stage_of[k] = stage
         return torch.stack(outputs), keys
 
-    def _run_set_stage(self, stage: str, component, inputs: torch.Tensor, input_keys: list[str],
-                       clean_keys: list[str]) -> tuple[torch.Tensor, list[str]]:
-        """A component that fits on the whole set (DreamBooth): one fit per set of inputs, cached
-        by the keys of the whole set (stage `fit`), then one output per slot, cached per item."""
+    def set_stage_keys(self, stage: str, component, input_keys: list[str],
+                       clean_keys: list[str]) -> tuple[list[int], "fitting.SetFit", list[str]]:
+        """The seeds, the set's fit (its key: the keys of the whole set) and the key of each
+        slot's output, for a component that fits on the whole set (what bench plan counts)."""
         seeds = [derive_seed(self.seed, k, stage) for k in clean_keys]
         version = self._version(component)
         fit = fitting.SetFit(self.cache, component, self.configs[stage], version, input_keys,
                              fitting.set_seed(self.seed, clean_keys, stage))
         keys = [cache_key(stage, self.configs[stage], version, [fit.key, f"slot:{i}"], s)
                 for i, s in enumerate(seeds)]
+        return seeds, fit, keys
+
+    def _run_set_stage(self, stage: str, component, inputs: torch.Tensor, input_keys: list[str],
+                       clean_keys: list[str]) -> tuple[torch.Tensor, list[str]]:
+        """A component that fits on the whole set (DreamBooth): one fit per set of inputs, cached
+        by the keys of the whole set (stage `fit`), then one output per slot, cached per item."""
+        seeds, fit, keys = self.set_stage_keys(stage, component, input_keys, clean_keys)
+        version = self._version(component)
 
         def compute(indices: list[int]) -> list[torch.Tensor]:
             provenance = self._record(stage)

@@ -35,7 +35,7 @@ def test_plan_counts_what_the_sweep_then_computes_and_a_replan_says_zero(workdir
     # 3 images: noise protects each once for both transforms; jpeg makes T(x) once for both
     # defenses (T(none(x)) is T(x)) and T(noise(x))
     assert {s: p.to_compute for s, p in before.stages.items()} == {
-        "protect": 3, "transform": 6, "generate": 0, "embed": 0}
+        "protect": 3, "transform": 6, "fit": 0, "generate": 0, "embed": 0}
     assert before.job_records.to_compute == 4
 
     bench("run", "-m", *SWEEP, "hydra.sweep.dir=sweep", cwd=workdir)
@@ -71,6 +71,20 @@ def test_an_estimate_comes_from_the_shipped_table_scaled_by_iterations_and_pixel
     tiny = json.dumps({**config, "encoder": {"model": "tiny/sd"}})
     assert _from_table(Need("protect", "k", "photoguard_encoder", tiny, 256, 8), "cuda",
                        _measured_rows()) is None  # another model's cost is not this one's
+
+
+def test_a_generator_that_fits_on_the_set_is_planned_fit_by_fit(workdir):
+    sweep = ["experiment=tiny", "defense=noise", "generator=dreambooth", "transform=jpeg",
+             "dataset.limit=2", "pairs=[protection,edit]", "metric=[psnr]",
+             "hydra.sweep.dir=sweep"]
+    before = plan(sweep)
+    # pairs protection and edit: G(x), G(noise(x)), G(T(noise(x))) of 2 photos, 2 slots each
+    assert before.stages["fit"].to_compute == 3 and before.stages["generate"].to_compute == 6
+    bench("run", "-m", *sweep, cwd=workdir)
+    computed = _computed(workdir / "sweep")
+    for stage, planned in before.stages.items():
+        assert computed[stage] == planned.to_compute, stage
+    assert all(p.to_compute == 0 for p in plan(sweep).stages.values())
 
 
 def test_slurm_plan_names_the_array_and_its_resources(workdir):
