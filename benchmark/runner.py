@@ -196,21 +196,11 @@ class Job:
             y = release(y.detach()).cpu()
             # the component's own time per image (cost figures read it even when cached later)
             per_image = (time.perf_counter() - began) / len(indices)
-            provenance = self._record(stage)
-            for j, i in enumerate(indices):
-                self.cache.save_image(stage, keys[i], y[j], {
-                    "config": self.configs[stage], "version": version,
-                    "inputs": item_inputs[i], "seed": seeds[i], "seconds": per_image,
-                    "device": str(self.device), "provenance": provenance})
+            self._store(stage, keys, indices, y, version, item_inputs, seeds, per_image,
+                        self._record(stage))
             return list(y)
 
-        start = time.perf_counter()
-        outputs, computed, waited = self.cache.load_or_compute(
-            stage, keys, lambda k: self.cache.load_image(stage, k), compute)
-        self._count(stage, len(keys), computed, waited, start)
-        for k in keys:
-            self._stage_of[k] = stage
-        return torch.stack(outputs), keys
+        return self._served(stage, keys, compute), keys
 
     def set_stage_keys(self, stage: str, component, input_keys: list[str],
                        clean_keys: list[str]) -> tuple[list[int], "fitting.SetFit", list[str]]:
@@ -244,20 +234,31 @@ class Job:
                     raise tag_group(e, STAGE_COMPONENT[stage])
             y = release(y.detach()).cpu()
             per_image = (time.perf_counter() - began) / len(indices)
-            for j, i in enumerate(indices):
-                self.cache.save_image(stage, keys[i], y[j], {
-                    "config": self.configs[stage], "version": version,
-                    "inputs": [fit.key, f"slot:{i}"], "seed": seeds[i], "seconds": per_image,
-                    "device": str(self.device), "provenance": provenance})
+            slots = [[fit.key, f"slot:{i}"] for i in range(len(keys))]
+            self._store(stage, keys, indices, y, version, slots, seeds, per_image, provenance)
             return list(y)
 
+        return self._served(stage, keys, compute), keys
+
+    def _store(self, stage: str, keys: list[str], indices: list[int], y: torch.Tensor,
+               version: str, item_inputs: list, seeds: list[int], per_image: float,
+               provenance: dict) -> None:
+        """Each computed output of a stage with its sidecar (what made it, in how long)."""
+        for j, i in enumerate(indices):
+            self.cache.save_image(stage, keys[i], y[j], {
+                "config": self.configs[stage], "version": version, "inputs": item_inputs[i],
+                "seed": seeds[i], "seconds": per_image, "device": str(self.device),
+                "provenance": provenance})
+
+    def _served(self, stage: str, keys: list[str], compute) -> torch.Tensor:
+        """A stage's outputs for `keys`: read from the cache, the missing ones computed."""
         start = time.perf_counter()
         outputs, computed, waited = self.cache.load_or_compute(
             stage, keys, lambda k: self.cache.load_image(stage, k), compute)
         self._count(stage, len(keys), computed, waited, start)
         for k in keys:
             self._stage_of[k] = stage
-        return torch.stack(outputs), keys
+        return torch.stack(outputs)
 
     def _count(self, stage: str, total: int, computed: int, waited: int, start: float) -> None:
         stats = self.stats[stage]
